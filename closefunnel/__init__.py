@@ -1,0 +1,97 @@
+"""
+closefunnel: Close CRM opportunity funnel reports, base vs compared, fetched concurrently.
+
+The public API is what this module exports; the ``_``-prefixed modules are private.
+``closefunnel.emulator`` (a faithful Close API emulator) and ``closefunnel.fastapi``
+(FastAPI integration, extra ``[fastapi]``) are the other public namespaces.
+"""
+
+from closefunnel._auth import Credentials
+from closefunnel._compare import (
+    ComparedPeriod,
+    Delta,
+    FunnelComparison,
+    MetricDeltas,
+    UserDeltas,
+    merge_comparison,
+)
+from closefunnel._convert import make_converter
+from closefunnel._errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    CloseFunnelError,
+    InvalidQueryError,
+    NotFoundError,
+    RateLimitedError,
+    RequestTimeoutError,
+    ResponseDecodeError,
+    ServerError,
+    TransportError,
+)
+from closefunnel._models import (
+    METRIC_NAMES,
+    FunnelMetrics,
+    FunnelTotals,
+    Pipeline,
+    PipelineStatus,
+    User,
+    UserFunnelMetrics,
+)
+from closefunnel._query import (
+    RELATIVE_RANGES,
+    REPORT_TYPES,
+    SAME_DAYS_RANGES,
+    Compared,
+    DateRange,
+    FunnelQuery,
+    RangeSpec,
+    ReportType,
+    validate_compared,
+)
+from closefunnel._ratelimit import RateLimitInfo, parse_ratelimit, parse_retry_after
+from closefunnel._sansio import DEFAULT_BASE_URL
+from closefunnel._version import __version__
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "METRIC_NAMES",
+    "RELATIVE_RANGES",
+    "REPORT_TYPES",
+    "SAME_DAYS_RANGES",
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "CloseFunnelError",
+    "Compared",
+    "ComparedPeriod",
+    "Credentials",
+    "DateRange",
+    "Delta",
+    "FunnelComparison",
+    "FunnelMetrics",
+    "FunnelQuery",
+    "FunnelTotals",
+    "InvalidQueryError",
+    "MetricDeltas",
+    "NotFoundError",
+    "Pipeline",
+    "PipelineStatus",
+    "RangeSpec",
+    "RateLimitInfo",
+    "RateLimitedError",
+    "ReportType",
+    "RequestTimeoutError",
+    "ResponseDecodeError",
+    "ServerError",
+    "TransportError",
+    "User",
+    "UserDeltas",
+    "UserFunnelMetrics",
+    "__version__",
+    "make_converter",
+    "merge_comparison",
+    "parse_ratelimit",
+    "parse_retry_after",
+    "validate_compared",
+]

@@ -1,0 +1,63 @@
+"""
+Credentials: an API key (HTTP Basic) or an OAuth access token (Bearer).
+
+The secret lives in one attribute that no repr, str, log record or exception shows.
+For ``api_<id>.<secret>`` keys the ``api_<id>`` part is a safe identifier (Close's help
+center calls it the "API key ID"), used to name the key in logs and in the gate.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import attrs
+
+__all__ = ["Credentials"]
+
+
+@attrs.frozen(repr=False)
+class Credentials:
+    """
+    How requests authenticate; build it with :meth:`api_key` or :meth:`token`.
+
+    ``key_id`` is what may be shown: the ``api_<id>`` part of a key, else a short hash.
+    """
+
+    scheme: str
+    key_id: str
+    _secret: str = attrs.field(alias="secret")
+
+    @classmethod
+    def api_key(cls, key: str) -> Credentials:
+        """Basic auth with *key* as the username and an empty password."""
+        return cls(scheme="Basic", key_id=_key_id(key), secret=key)
+
+    @classmethod
+    def token(cls, token: str) -> Credentials:
+        """Bearer auth with an OAuth access token."""
+        return cls(scheme="Bearer", key_id=_key_id(token), secret=token)
+
+    def authorization(self) -> str:
+        """The ``Authorization`` header value."""
+        if self.scheme == "Basic":
+            return "Basic " + base64.b64encode(f"{self._secret}:".encode()).decode("ascii")
+        return f"Bearer {self._secret}"
+
+    def redact(self, text: str) -> str:
+        """*text* with the secret (and its Basic encoding) replaced by ``***``."""
+        for secret in (self._secret, self.authorization().split(" ", 1)[1]):
+            text = text.replace(secret, "***")
+        return text
+
+    def __repr__(self) -> str:
+        return f"Credentials(scheme={self.scheme!r}, key_id={self.key_id!r})"
+
+    __str__ = __repr__
+
+
+def _key_id(secret: str) -> str:
+    head, dot, _ = secret.partition(".")
+    if dot and head.startswith("api_"):
+        return head
+    return "key_" + hashlib.sha256(secret.encode()).hexdigest()[:10]

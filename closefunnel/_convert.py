@@ -1,0 +1,231 @@
+"""
+The one cattrs converter, and the decode boundary for everything Close sends.
+
+``make_converter(strict=False)`` is lenient toward keys Close may add later (APIs
+grow); ``strict=True`` forbids unknown keys, for the emulator's request checks and the
+golden tests. Numbers are type-checked rather than coerced: ``"12"`` is not a count.
+
+Decoding goes fast first (no detailed validation, orjson) and only on failure is the
+input structured again with detailed validation, so the error can name every bad field
+without the happy path paying for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+import cattrs
+import orjson
+from cattrs.preconf.orjson import OrjsonConverter
+from cattrs.preconf.orjson import make_converter as _make_orjson_converter
+
+from closefunnel._errors import ResponseDecodeError
+from closefunnel._models import METRIC_NAMES, FunnelTotals
+from closefunnel._query import DateRange, FunnelQuery
+
+__all__ = [
+    "CONVERTER",
+    "CSV_COLUMNS",
+    "STRICT_CONVERTER",
+    "decode",
+    "decode_json",
+    "decode_totals_csv",
+    "decode_totals_json",
+    "encode_totals_csv",
+    "make_converter",
+]
+
+T = TypeVar("T")
+
+#: The columns of a per-user CSV report, in the order closefunnel writes them.
+CSV_COLUMNS: Final = ("user_id", *METRIC_NAMES)
+
+
+def _structure_int(value: Any, _: type) -> int:
+    # bool is an int subclass, and a JSON true is never a count.
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    raise TypeError(f"expected an integer, got {value!r}")
+
+
+def _structure_float(value: Any, _: type) -> float:
+    # Keep ints as ints so that a decoded report encodes back to the same JSON.
+    if type(value) is float or type(value) is int:
+        return value
+    raise TypeError(f"expected a number, got {value!r}")
+
+
+def _structure_str(value: Any, _: type) -> str:
+    if type(value) is str:
+        return value
+    raise TypeError(f"expected a string, got {value!r}")
+
+
+def _structure_datetime(value: Any, _: type) -> datetime:
+    if type(value) is not str:
+        raise TypeError(f"expected an ISO 8601 string, got {value!r}")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"datetime {value!r} has no time zone")
+    return parsed
+
+
+def _structure_range(value: Any, _: type) -> str | DateRange:
+    if type(value) is str:
+        return value
+    if isinstance(value, dict):
+        return DateRange(
+            start=_structure_datetime(value.get("start"), datetime),
+            end=_structure_datetime(value.get("end"), datetime),
+        )
+    raise TypeError(f"expected a range name or a {{start, end}} object, got {value!r}")
+
+
+def make_converter(*, strict: bool = False, detailed: bool = False) -> OrjsonConverter:
+    """
+    Build closefunnel's converter.
+
+    Args:
+        strict: Forbid keys the models do not know (emulator and golden tests).
+        detailed: Collect every error with its path (slower; used to explain failures).
+    """
+    conv = _make_orjson_converter(forbid_extra_keys=strict, detailed_validation=detailed)
+    conv.register_structure_hook(int, _structure_int)
+    conv.register_structure_hook(float, _structure_float)
+    conv.register_structure_hook(str, _structure_str)
+    conv.register_structure_hook(datetime, _structure_datetime)
+    conv.register_structure_hook(str | DateRange, _structure_range)
+    conv.register_unstructure_hook(datetime, lambda value: value.isoformat())
+    conv.register_unstructure_hook(DateRange, DateRange.to_body)
+    conv.register_unstructure_hook(FunnelQuery, FunnelQuery.to_body)
+    return conv
+
+
+#: The converter every decode and encode goes through.
+CONVERTER: Final = make_converter()
+#: The same rules, forbidding unknown keys.
+STRICT_CONVERTER: Final = make_converter(strict=True)
+_EXPLAIN: Final = {
+    False: make_converter(detailed=True),
+    True: make_converter(strict=True, detailed=True),
+}
+
+
+def _explain(data: Any, cls: type[Any], strict: bool, exc: Exception) -> ResponseDecodeError:
+    try:
+        _EXPLAIN[strict].structure(data, cls)
+    except cattrs.BaseValidationError as detailed:
+        messages = cattrs.transform_error(detailed, path=cls.__name__)
+    except Exception as other:  # the detailed pass failed outside cattrs' own checks
+        messages = [f"{cls.__name__}: {other}"]
+    else:  # pragma: no cover - both converters share hooks, so both fail or neither does
+        messages = [f"{cls.__name__}: {exc}"]
+    summary = "; ".join(messages[:5]) + (
+        f" (+{len(messages) - 5} more)" if len(messages) > 5 else ""
+    )
+    return ResponseDecodeError(
+        f"response is not a valid {cls.__name__}: {summary}", messages=messages
+    )
+
+
+def decode(data: Any, cls: type[T], *, strict: bool = False) -> T:
+    """
+    Structure already-parsed JSON *data* into *cls*.
+
+    Raises:
+        ResponseDecodeError: naming every field that does not fit.
+    """
+    try:
+        return (STRICT_CONVERTER if strict else CONVERTER).structure(data, cls)
+    except Exception as exc:
+        raise _explain(data, cls, strict, exc) from exc
+
+
+def decode_json(body: bytes | str, cls: type[T], *, strict: bool = False) -> T:
+    """Parse JSON *body* and structure it into *cls*; see :func:`decode`."""
+    try:
+        data = orjson.loads(body)
+    except (orjson.JSONDecodeError, TypeError) as exc:
+        raise ResponseDecodeError(f"response is not valid JSON: {exc}") from exc
+    return decode(data, cls, strict=strict)
+
+
+def decode_totals_json(body: bytes | str, *, strict: bool = False) -> FunnelTotals:
+    """Decode a JSON funnel totals report."""
+    return decode_json(body, FunnelTotals, strict=strict)
+
+
+_INT: Final = re.compile(r"-?\d+\Z")
+
+
+def _csv_cell(cell: str) -> int | float | str | None:
+    cell = cell.strip()
+    if not cell:
+        return None
+    if _INT.match(cell):
+        return int(cell)
+    try:
+        return float(cell)
+    except ValueError:
+        return cell  # left for the converter to reject (or accept, for user_id)
+
+
+def decode_totals_csv(text: str | bytes, *, strict: bool = False) -> FunnelTotals:
+    """
+    Decode a per-user CSV report: a header row, then one row per user.
+
+    Columns are matched by name, in any order; an empty cell is null. The result has
+    ``aggregations=None`` because Close's CSV carries per-user rows only.
+
+    Raises:
+        ResponseDecodeError: not decodable text, a missing column, a ragged row or a bad value.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ResponseDecodeError(f"CSV report is not UTF-8: {exc}") from exc
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    except csv.Error as exc:
+        raise ResponseDecodeError(f"response is not valid CSV: {exc}") from exc
+    rows = [row for row in rows if row]
+    if not rows:
+        raise ResponseDecodeError("CSV report is empty: expected a header row")
+    header = [name.strip().lstrip("\ufeff") for name in rows[0]]
+    missing = [name for name in CSV_COLUMNS if name not in header]
+    if missing:
+        raise ResponseDecodeError(f"CSV report lacks column(s): {', '.join(missing)}")
+    if len(set(header)) != len(header):
+        raise ResponseDecodeError("CSV report repeats a column name")
+    data = []
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise ResponseDecodeError(
+                f"CSV row {number} has {len(row)} cells, the header has {len(header)}"
+            )
+        item: dict[str, Any] = dict(zip(header, map(_csv_cell, row), strict=True))
+        user_id = row[header.index("user_id")].strip()
+        item["user_id"] = user_id
+        data.append(item)
+    return decode({"aggregations": None, "data": data}, FunnelTotals, strict=strict)
+
+
+def _csv_value(value: object) -> str:
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+
+def encode_totals_csv(totals: FunnelTotals) -> str:
+    """Write *totals*' per-user rows as CSV with :data:`CSV_COLUMNS`."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in totals.data:
+        writer.writerow([_csv_value(getattr(row, name)) for name in CSV_COLUMNS])
+    return out.getvalue()
