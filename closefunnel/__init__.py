@@ -7,6 +7,7 @@ The public API is what this module exports; the ``_``-prefixed modules are priva
 """
 
 from closefunnel._auth import Credentials
+from closefunnel._client import BulkItem, Client, ProgressCallback
 from closefunnel._compare import (
     ComparedPeriod,
     Delta,
@@ -29,6 +30,7 @@ from closefunnel._errors import (
     ServerError,
     TransportError,
 )
+from closefunnel._gate import GateSnapshot
 from closefunnel._models import (
     METRIC_NAMES,
     FunnelMetrics,
@@ -50,6 +52,7 @@ from closefunnel._query import (
     validate_compared,
 )
 from closefunnel._ratelimit import RateLimitInfo, parse_ratelimit, parse_retry_after
+from closefunnel._retry import RetryPolicy
 from closefunnel._sansio import DEFAULT_BASE_URL
 from closefunnel._version import __version__
 
@@ -62,6 +65,8 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "BadRequestError",
+    "BulkItem",
+    "Client",
     "CloseFunnelError",
     "Compared",
     "ComparedPeriod",
@@ -72,17 +77,20 @@ __all__ = [
     "FunnelMetrics",
     "FunnelQuery",
     "FunnelTotals",
+    "GateSnapshot",
     "InvalidQueryError",
     "MetricDeltas",
     "NotFoundError",
     "Pipeline",
     "PipelineStatus",
+    "ProgressCallback",
     "RangeSpec",
     "RateLimitInfo",
     "RateLimitedError",
     "ReportType",
     "RequestTimeoutError",
     "ResponseDecodeError",
+    "RetryPolicy",
     "ServerError",
     "TransportError",
     "User",

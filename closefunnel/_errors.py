@@ -145,4 +145,14 @@ class RateLimitedError(APIError):
 
 
 class ServerError(APIError):
-    """Close failed with a 5xx status."""
+    """
+    Close failed with a 5xx status.
+
+    *retry_after* is the ``Retry-After`` a 503 may carry (seconds), else None.
+    """
+
+    def __init__(
+        self, message: str, *, status: int, body: Any = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status, body=body)
+        self.retry_after = retry_after

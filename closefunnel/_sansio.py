@@ -32,7 +32,7 @@ from closefunnel._errors import (
 )
 from closefunnel._models import FunnelTotals
 from closefunnel._query import Compared, FunnelQuery, compared_fields
-from closefunnel._ratelimit import wait_after_429
+from closefunnel._ratelimit import header, parse_retry_after, wait_after_429
 from closefunnel._version import __version__
 
 __all__ = [
@@ -129,7 +129,8 @@ def format_tz_offset(hours: float | None) -> str | None:
             field="tz_offset",
             rule="range",
         )
-    return f"{hours:g}"
+    # Fixed-point, not "g", which writes tiny offsets in exponent form ("1e-07").
+    return f"{hours + 0.0:.6f}".rstrip("0").rstrip(".")
 
 
 def _headers(
@@ -260,7 +261,8 @@ def error_for_status(
             body=data,
         )
     if status >= 500:
-        return ServerError(message, status=status, body=data)
+        retry_after = parse_retry_after(header(headers, "Retry-After"), now=now)
+        return ServerError(message, status=status, body=data, retry_after=retry_after)
     return APIError(message, status=status, body=data)
 
 

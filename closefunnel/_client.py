@@ -1,0 +1,505 @@
+"""
+The asyncio client: the thin I/O shell around the protocol core, the gate and retries.
+
+Every request goes the same way: build it (pure, :mod:`closefunnel._sansio`), share it
+with an identical one already in flight (single-flight), then, under the retry policy,
+take a permit from the endpoint group's gate, send it, teach the gate from the response
+and parse it (pure again). Nothing from aiohttp or tenacity escapes: ``_send`` turns
+transport failures into :class:`TransportError` and the retrier re-raises our own errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence, Sized
+from typing import Any, Final, Generic, TypeVar
+
+import aiohttp
+import attrs
+
+from closefunnel._auth import Credentials
+from closefunnel._compare import FunnelComparison, merge_comparison
+from closefunnel._errors import (
+    CloseFunnelError,
+    InvalidQueryError,
+    RateLimitedError,
+    RequestTimeoutError,
+    TransportError,
+)
+from closefunnel._gate import GateSnapshot, RateLimitGate
+from closefunnel._models import FunnelTotals, Pipeline, User
+from closefunnel._query import Compared, FunnelQuery
+from closefunnel._ratelimit import parse_ratelimit, wait_after_429
+from closefunnel._retry import RetryPolicy, retrying
+from closefunnel._sansio import (
+    DEFAULT_BASE_URL,
+    Format,
+    HttpRequest,
+    build_get_request,
+    build_totals_request,
+    format_tz_offset,
+    normalize_base_url,
+    parse_list_response,
+    parse_totals_response,
+)
+
+__all__ = ["BulkItem", "Client", "ProgressCallback"]
+
+logger: Final = logging.getLogger("closefunnel")
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+#: Called as ``on_progress(done, total)`` after each item of a bulk run; *total* is
+#: None when the queries were not a sized collection.
+ProgressCallback = Callable[[int, int | None], None]
+
+_Response = tuple[int, Mapping[str, str], bytes]
+
+
+@attrs.frozen
+class BulkItem(Generic[R]):
+    """
+    One finished query of a bulk run: exactly one of *result* and *error* is set.
+    """
+
+    query: FunnelQuery
+    result: R | None = None
+    error: CloseFunnelError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the query produced a result."""
+        return self.error is None
+
+
+class _Flight:
+    """One shared HTTP call and the number of callers still waiting on it."""
+
+    __slots__ = ("task", "waiters")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.waiters = 0
+
+
+class Client:
+    """
+    An asyncio client for Close's funnel reports; use it as ``async with``.
+
+    Args:
+        api_key: A Close API key (sent as Basic auth), or
+        token: an OAuth access token (sent as Bearer). Exactly one is required.
+        base_url: The API root; point it at :class:`closefunnel.emulator.Emulator`'s
+            ``base_url`` in tests.
+        tz_offset: Hours from UTC sent as ``X-TZ-Offset``, so relative ranges such as
+            ``this-month`` follow your calendar (None: Close's default, UTC).
+        max_concurrency: Requests in flight at once per endpoint group.
+        timeout: Seconds one attempt may take, connect to last byte.
+        retry: What to retry and for how long; see :class:`RetryPolicy`.
+        session: An ``aiohttp.ClientSession`` to use; the client never closes one it
+            was given.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        token: str | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        tz_offset: float | None = None,
+        max_concurrency: int = 8,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        if (api_key is None) == (token is None):
+            raise InvalidQueryError(
+                "pass exactly one of api_key= or token=", field="api_key", rule="credentials"
+            )
+        secret = api_key if api_key is not None else token
+        if not isinstance(secret, str) or not secret.strip():
+            raise InvalidQueryError(
+                "the API key or token must be a non-empty string",
+                field="api_key" if api_key is not None else "token",
+                rule="non-empty",
+            )
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+            raise InvalidQueryError(
+                f"max_concurrency must be an int, got {max_concurrency!r}",
+                field="max_concurrency",
+                rule="type",
+            )
+        if max_concurrency < 1:
+            raise InvalidQueryError(
+                f"max_concurrency must be >= 1, got {max_concurrency}",
+                field="max_concurrency",
+                rule="positive",
+            )
+        if not timeout > 0:
+            raise InvalidQueryError(
+                f"timeout must be > 0 seconds, got {timeout!r}", field="timeout", rule="positive"
+            )
+        self._credentials = (
+            Credentials.api_key(api_key) if api_key is not None else Credentials.token(secret)
+        )
+        self._base_url = normalize_base_url(base_url)
+        self._tz_offset = format_tz_offset(tz_offset)
+        self._max_concurrency = max_concurrency
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._retry = retry if retry is not None else RetryPolicy()
+        self._session = session
+        self._owns_session = session is None
+        self._closed = False
+        self._gates: dict[str, RateLimitGate] = {}
+        self._flights: dict[tuple[Any, ...], _Flight] = {}
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        self._ensure_session()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel shared in-flight calls and close the session if the client made it."""
+        if self._closed:
+            return
+        self._closed = True
+        flights = [flight.task for flight in self._flights.values()]
+        for task in flights:
+            task.cancel()
+        if flights:
+            await asyncio.gather(*flights, return_exceptions=True)
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        session = getattr(self, "_session", None)
+        if getattr(self, "_owns_session", False) and session is not None and not session.closed:
+            _warn(
+                f"unclosed {self!r}: use 'async with Client(...)' or 'await client.aclose()'",
+                ResourceWarning,
+                source=self,
+                stacklevel=2,
+            )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (
+            f"<closefunnel.Client key_id={self._credentials.key_id!r} "
+            f"base_url={self._base_url!r} {state}>"
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The API root requests go to."""
+        return self._base_url
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy of this client."""
+        return self._retry
+
+    def gate_snapshots(self) -> dict[str, GateSnapshot]:
+        """The state of each endpoint group's gate, by group (e.g. ``"POST report/funnel"``)."""
+        return {group: gate.snapshot() for group, gate in self._gates.items()}
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("this closefunnel Client is closed; make a new one")
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=4 * self._max_concurrency, limit_per_host=0)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    # -- reports -------------------------------------------------------------------
+
+    async def funnel_totals(self, query: FunnelQuery, *, format: Format = "json") -> FunnelTotals:
+        """
+        Fetch one funnel totals report.
+
+        Args:
+            query: The report to fetch.
+            format: ``"json"`` (aggregations and per-user rows) or ``"csv"`` (per-user
+                rows only; ``aggregations`` is None).
+
+        Raises:
+            InvalidQueryError: before anything is sent, for a bad query or format.
+            CloseFunnelError: the typed error Close's answer means, after retries.
+        """
+        request = self._totals_request(query, None, format)
+        return await self._fetch_totals(request, format)
+
+    async def compare_totals(
+        self, query: FunnelQuery, *compared: Compared, format: Format = "json"
+    ) -> FunnelComparison:
+        """
+        Fetch the base report and one report per compared range concurrently, merged.
+
+        Each compared range is a relative range name (``"last-month"``), a same-days
+        name (``"same-days-last-year"``) or a :class:`DateRange`; all are checked
+        against Close's pairing rules before anything is sent. If one request fails for
+        good the others are cancelled and its error is raised.
+        """
+        if not compared:
+            raise InvalidQueryError(
+                "compare_totals needs at least one compared range",
+                field="compared",
+                rule="required",
+            )
+        requests = [self._totals_request(query, None, format)]
+        requests += [self._totals_request(query, rng, format) for rng in compared]
+        reports = await self._all([self._fetch_totals(request, format) for request in requests])
+        return merge_comparison(reports[0], zip(compared, reports[1:], strict=True))
+
+    def totals_many(
+        self,
+        queries: Iterable[FunnelQuery],
+        *,
+        format: Format = "json",
+        on_progress: ProgressCallback | None = None,
+    ) -> AsyncIterator[BulkItem[FunnelTotals]]:
+        """
+        Fetch many reports under the one gate, yielding each as it completes.
+
+        One failure never loses the others: it is the item's ``error``. Queries are
+        taken from *queries* as capacity frees up, so a long (even endless) iterable is
+        streamed rather than gathered.
+        """
+        return self._many(
+            queries, lambda query: self.funnel_totals(query, format=format), on_progress
+        )
+
+    def compare_many(
+        self,
+        queries: Iterable[FunnelQuery],
+        *compared: Compared,
+        format: Format = "json",
+        on_progress: ProgressCallback | None = None,
+    ) -> AsyncIterator[BulkItem[FunnelComparison]]:
+        """:meth:`compare_totals` for many queries, yielding each as it completes."""
+        return self._many(
+            queries,
+            lambda query: self.compare_totals(query, *compared, format=format),
+            on_progress,
+        )
+
+    async def pipelines(self) -> list[Pipeline]:
+        """Every pipeline of the organization, with its statuses (``GET pipeline/``)."""
+        return await self._list("pipeline/", Pipeline)
+
+    async def users(self) -> list[User]:
+        """Every user of the organization (``GET user/``), for showing names."""
+        return await self._list("user/", User)
+
+    # -- machinery -----------------------------------------------------------------
+
+    def _totals_request(
+        self, query: FunnelQuery, compared: Compared | None, format: Format
+    ) -> HttpRequest:
+        if not isinstance(query, FunnelQuery):
+            raise InvalidQueryError(
+                f"expected a FunnelQuery, got {type(query).__name__}", field="query", rule="type"
+            )
+        return build_totals_request(
+            query,
+            credentials=self._credentials,
+            base_url=self._base_url,
+            compared=compared,
+            format=format,
+            tz_offset=self._tz_offset,
+        )
+
+    async def _fetch_totals(self, request: HttpRequest, format: Format) -> FunnelTotals:
+        def parse(status: int, headers: Mapping[str, str], body: bytes) -> FunnelTotals:
+            return parse_totals_response(status, headers, body, format=format, now=time.time())
+
+        return await self._shared(request, parse)
+
+    async def _list(self, path: str, cls: type[T]) -> list[T]:
+        request = build_get_request(
+            path, credentials=self._credentials, base_url=self._base_url, tz_offset=self._tz_offset
+        )
+
+        def parse(status: int, headers: Mapping[str, str], body: bytes) -> list[T]:
+            items, _ = parse_list_response(status, headers, body, cls, now=time.time())
+            return items
+
+        return await self._shared(request, parse)
+
+    async def _shared(
+        self, request: HttpRequest, parse: Callable[[int, Mapping[str, str], bytes], T]
+    ) -> T:
+        # Single-flight: identical requests in flight at once share one call. The call
+        # is cancelled when the last caller waiting on it is.
+        self._ensure_session()
+        key = (self._credentials.key_id, request.key)
+        flight = self._flights.get(key)
+        if flight is None:
+            task = asyncio.ensure_future(self._call(request, parse))
+            flight = self._flights[key] = _Flight(task)
+            task.add_done_callback(lambda _: self._forget(key, flight))
+        flight.waiters += 1
+        try:
+            result: T = await asyncio.shield(flight.task)
+            return result
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.task.done():
+                flight.task.cancel()
+
+    def _forget(self, key: tuple[Any, ...], flight: _Flight) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        if not flight.task.cancelled():
+            flight.task.exception()  # retrieved here too, so no waiter-less error is logged
+
+    async def _call(
+        self, request: HttpRequest, parse: Callable[[int, Mapping[str, str], bytes], T]
+    ) -> T:
+        gate = self._gate(request.group)
+        policy = self._retry
+        what = f"{request.method} {request.path}"
+        first = True
+        try:
+            async with asyncio.timeout(policy.deadline):
+                async for attempt in retrying(policy, what=what):
+                    with attempt:
+                        permit = await gate.acquire(max_wait=policy.max_wait, front=not first)
+                        first = False
+                        try:
+                            status, headers, body = await self._send(request)
+                            pause = (
+                                wait_after_429(headers, body, now=time.time())
+                                if status == 429
+                                else 0.0
+                            )
+                            permit.observe(status, parse_ratelimit(headers), pause=pause)
+                        finally:
+                            permit.release()
+                        return parse(status, headers, body)
+        except TimeoutError as exc:
+            snapshot = gate.snapshot()
+            if snapshot.paused_for > 0:
+                raise RateLimitedError(
+                    f"{what} did not finish within the {policy.deadline:g}s deadline: "
+                    "Close's rate limit kept it waiting",
+                    retry_after=snapshot.paused_for,
+                ) from exc
+            raise RequestTimeoutError(
+                f"{what} did not finish within the retry policy's {policy.deadline:g}s deadline"
+            ) from exc
+        raise AssertionError("unreachable: the retrier either returns or raises")
+
+    async def _send(self, request: HttpRequest) -> _Response:
+        session = self._ensure_session()
+        started = time.monotonic()
+        try:
+            async with session.request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.body,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                body = await response.read()
+                status = response.status
+                headers = response.headers
+        except TimeoutError as exc:
+            raise RequestTimeoutError(
+                f"{request.method} {request.path} took longer than "
+                f"{self._timeout.total:g}s (the per-attempt timeout)"
+            ) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise TransportError(
+                f"{request.method} {request.path}: the response body was cut short ({exc})"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(
+                f"{request.method} {request.path} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        logger.debug(
+            "closefunnel.response: %s %s -> %d in %.3fs",
+            request.method,
+            request.path,
+            status,
+            time.monotonic() - started,
+        )
+        return status, headers, body
+
+    def _gate(self, group: str) -> RateLimitGate:
+        gate = self._gates.get(group)
+        if gate is None:
+            gate = self._gates[group] = RateLimitGate(group, max_concurrency=self._max_concurrency)
+        return gate
+
+    async def _all(self, calls: Sequence[Awaitable[T]]) -> list[T]:
+        # Run *calls* concurrently; the first failure cancels the rest and is raised as
+        # itself (not wrapped in an ExceptionGroup).
+        tasks = [asyncio.ensure_future(call) for call in calls]
+        try:
+            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            failed = [task for task in tasks if task.done() and task.exception() is not None]
+            if failed:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                raise failed[0].exception()  # type: ignore[misc]  # checked not None above
+            return [task.result() for task in tasks]
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            if any(not task.done() for task in tasks):
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _many(
+        self,
+        queries: Iterable[FunnelQuery],
+        run: Callable[[FunnelQuery], Awaitable[R]],
+        on_progress: ProgressCallback | None,
+    ) -> AsyncIterator[BulkItem[R]]:
+        total = len(queries) if isinstance(queries, Sized) else None
+        window = 2 * self._max_concurrency
+        source = iter(queries)
+        running: dict[asyncio.Task[R], FunnelQuery] = {}
+        done_count = 0
+
+        def refill() -> None:
+            while len(running) < window:
+                query = next(source, None)
+                if query is None:
+                    return
+                running[asyncio.ensure_future(run(query))] = query
+
+        try:
+            refill()
+            while running:
+                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    query = running.pop(task)
+                    error = task.exception()
+                    if error is not None and not isinstance(error, CloseFunnelError):
+                        raise error
+                    item: BulkItem[R] = (
+                        BulkItem(query, error=error)
+                        if error is not None
+                        else BulkItem(query, result=task.result())
+                    )
+                    done_count += 1
+                    if on_progress is not None:
+                        on_progress(done_count, total)
+                    yield item
+                refill()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
