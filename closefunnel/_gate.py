@@ -43,6 +43,9 @@ __all__ = ["GateSnapshot", "Permit", "RateLimitGate"]
 #: Sent this long after a learned reset, so clock granularity never puts a request
 #: into the old window.
 _RESUME_MARGIN: Final = 0.002
+#: Requests sent before the first answer teaches the gate the limit: enough for a base
+#: report and a few compared ranges at once, few enough to stay under any report limit.
+_COLD_START: Final = 4
 #: The largest jitter added to a 429 pause, and its share of the pause.
 _MAX_JITTER: Final = 0.25
 _JITTER_SHARE: Final = 0.1
@@ -132,6 +135,7 @@ class RateLimitGate:
         self._pause_seq = 0  # permits up to this one were sent before the last 429 pause
         self._answered = 0  # non-429 answers to permits sent after the last pause
         self._headers_seen = False
+        self._cold = True  # nothing answered yet: at most _COLD_START requests go out
         # What the responses taught: the current window's end (loop time), the budget
         # left in it, whether that budget was confirmed by a response or guessed at a
         # window roll, the longest reset seen (an estimate of the window) and the limit.
@@ -155,12 +159,13 @@ class RateLimitGate:
             front: Join the queue at the front (retries: the oldest work goes first).
         """
         loop = self._bind()
-        paused_for = self._pause_until - loop.time()
-        if paused_for > max_wait:
+        now = loop.time()
+        held_for = self._ready_at(now) - now
+        if held_for > max_wait:
             raise RateLimitedError(
-                f"{self.group} is paused by Close's rate limit for {paused_for:.1f}s, "
+                f"{self.group} is held by Close's rate limit for {held_for:.1f}s, "
                 f"longer than the retry policy's max_wait of {max_wait:g}s",
-                retry_after=paused_for,
+                retry_after=held_for,
             )
         future: asyncio.Future[Permit] = loop.create_future()
         if front:
@@ -216,6 +221,8 @@ class RateLimitGate:
                 continue
             if self._in_flight >= self._cap or (self._probe and self._in_flight > 0):
                 return  # _release() dispatches again
+            if self._cold and self._seq >= _COLD_START:
+                return  # the first answer (or release) dispatches again
             now = loop.time()
             ready = self._ready_at(now)
             if ready > now:
@@ -269,6 +276,7 @@ class RateLimitGate:
     ) -> None:
         assert self._loop is not None
         now = self._loop.time()
+        self._cold = False
         if status == 429:
             self._rate_limited += 1
             self._pause_seq = self._seq
@@ -327,6 +335,8 @@ class RateLimitGate:
 
     def _release(self, permit: Permit, refund: bool) -> None:
         self._in_flight -= 1
+        if not refund:
+            self._cold = False  # answered or failed: either way, stop holding the queue
         if refund and self._budget is not None:
             self._budget += 1
         loop = self._loop
