@@ -307,7 +307,9 @@ class RateLimitGate:
         # with the pause's end (which falls inside the next server window).
         if self._answered > 0:
             self._limit = float(self._answered)
-        self._window = pause
+        # A pause is at most a window (Retry-After is the reset rounded up), so the
+        # longest pause seen is the best guess at the window's length.
+        self._window = max(self._window, pause)
         if self._limit is not None:
             self._budget = self._limit
             self._window_end = self._pause_until + pause
