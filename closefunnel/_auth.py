@@ -13,6 +13,8 @@ import hashlib
 
 import attrs
 
+from closefunnel._errors import InvalidQueryError
+
 __all__ = ["Credentials"]
 
 
@@ -31,11 +33,13 @@ class Credentials:
     @classmethod
     def api_key(cls, key: str) -> Credentials:
         """Basic auth with *key* as the username and an empty password."""
+        _check_secret("api_key", key)
         return cls(scheme="Basic", key_id=_key_id(key), secret=key)
 
     @classmethod
     def token(cls, token: str) -> Credentials:
         """Bearer auth with an OAuth access token."""
+        _check_secret("token", token)
         return cls(scheme="Bearer", key_id=_key_id(token), secret=token)
 
     def authorization(self) -> str:
@@ -54,6 +58,15 @@ class Credentials:
         return f"Credentials(scheme={self.scheme!r}, key_id={self.key_id!r})"
 
     __str__ = __repr__
+
+
+def _check_secret(field: str, secret: object) -> None:
+    # An empty secret authenticates nobody, and redact() would splice "***" between
+    # every character of the text it is given.
+    if not isinstance(secret, str) or not secret.strip():
+        raise InvalidQueryError(
+            f"{field} must be a non-empty string", field=field, rule="non-empty"
+        )
 
 
 def _key_id(secret: str) -> str:

@@ -112,10 +112,11 @@ class BadRequestError(InvalidQueryError, APIError):
         field_errors: Mapping[str, str] | None = None,
     ) -> None:
         fields = dict(field_errors or {})
-        InvalidQueryError.__init__(self, message, field=next(iter(fields), None), rule=None)
-        self.status = status
-        self.body = body
-        self.message = message
+        # Not InvalidQueryError.__init__: its super() is APIError in this MRO, which
+        # needs ``status``, so every 400 used to fail with a TypeError instead.
+        APIError.__init__(self, message, status=status, body=body)
+        self.field = next(iter(fields), None)
+        self.rule = None
         self.errors: tuple[str, ...] = tuple(errors)
         self.field_errors: dict[str, str] = fields
 
