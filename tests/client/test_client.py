@@ -286,6 +286,7 @@ async def test_secret_never_logged(
                 api_key=key, base_url=emu.base_url, retry=fast_retry, timeout=0.3
             ) as client:
                 texts.append(repr(client))
+                emu.fail_next(2, "503")  # at least one retry is logged, whatever the draws
                 try:
                     await client.pipelines()
                     queries = await _pipeline_queries(client, 6)
