@@ -56,14 +56,15 @@ from closefunnel._errors import (
 )
 from closefunnel._models import FunnelTotals
 from closefunnel._query import (
-    RELATIVE_RANGES,
     REPORT_TYPES,
-    SAME_DAYS_RANGES,
     Compared,
     DateRange,
     FunnelQuery,
     RangeSpec,
     paired_range,
+    parse_compared,
+    parse_instant,
+    parse_range,
     validate_compared,
 )
 from closefunnel._sansio import DEFAULT_BASE_URL, format_tz_offset
@@ -72,7 +73,7 @@ from closefunnel._version import __version__
 if TYPE_CHECKING:
     from closefunnel.emulator import Emulator
 
-__all__ = ["main", "parse_compared", "parse_instant", "parse_range"]
+__all__ = ["main"]
 
 T = TypeVar("T")
 
@@ -87,75 +88,6 @@ _PIPE_WIDTH: Final = 120
 
 class UsageError(Exception):
     """Bad usage found by closefunnel itself (exit 2), as opposed to argparse."""
-
-
-# -- parsing values (shared with closefunnel.fastapi) --------------------------------------
-
-
-def parse_instant(text: str, *, field: str, tz: tzinfo | None) -> datetime:
-    """
-    An ISO 8601 date or datetime; a value without a zone is read in *tz*.
-
-    With ``tz=None`` a zone is required: a web client's "midnight" means nothing on the
-    server's clock.
-
-    Raises:
-        InvalidQueryError: naming *field* and the value.
-    """
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise InvalidQueryError(
-            f"{field}: {text!r} is not an ISO 8601 date or datetime (e.g. 2026-11-01 or "
-            "2026-11-01T00:00:00+02:00)",
-            field=field,
-            rule="iso-8601",
-        ) from None
-    if value.tzinfo is None:
-        if tz is None:
-            raise InvalidQueryError(
-                f"{field}: {text!r} has no time zone; add one (Z or +02:00)",
-                field=field,
-                rule="timezone-aware",
-            )
-        value = value.replace(tzinfo=tz)
-    return value
-
-
-def parse_range(text: str, *, field: str, tz: tzinfo | None, same_days: bool = False) -> RangeSpec:
-    """
-    A range as typed: a relative name (``this-month``) or ``START..END`` in ISO 8601.
-
-    With *same_days*, the compared-only same-days names are accepted too.
-
-    Raises:
-        InvalidQueryError: naming *field*, the value and what would be accepted.
-    """
-    value = text.strip()
-    if value in RELATIVE_RANGES or (same_days and value in SAME_DAYS_RANGES):
-        return value
-    if ".." in value:
-        start, _, end = value.partition("..")
-        try:
-            return DateRange(
-                parse_instant(start, field=field, tz=tz), parse_instant(end, field=field, tz=tz)
-            )
-        except InvalidQueryError as exc:
-            if exc.field == field:
-                raise
-            raise InvalidQueryError(f"{field}: {exc}", field=field, rule=exc.rule) from None
-    names = RELATIVE_RANGES + (SAME_DAYS_RANGES if same_days else ())
-    raise InvalidQueryError(
-        f"{field}: {text!r} is not a range; use one of {', '.join(names)}, "
-        "or START..END in ISO 8601",
-        field=field,
-        rule="range",
-    )
-
-
-def parse_compared(text: str, *, field: str, tz: tzinfo | None) -> Compared:
-    """A compared range: a relative name, a same-days name, or ``START..END``."""
-    return parse_range(text, field=field, tz=tz, same_days=True)
 
 
 # -- the parser ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ The rules are the ones on Close's "Get a funnel report (totals)" page
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any, Final, Literal, TypeAlias
 
 import attrs
@@ -28,6 +28,9 @@ __all__ = [
     "ReportType",
     "compared_fields",
     "paired_range",
+    "parse_compared",
+    "parse_instant",
+    "parse_range",
     "validate_compared",
 ]
 
@@ -301,3 +304,72 @@ def compared_fields(query: FunnelQuery, compared: Compared) -> dict[str, Any]:
     if checked in SAME_DAYS_RANGES:
         return {"compared_datetime_range": checked}
     return {"compared_relative_range": checked}
+
+
+# -- ranges as people type them (the CLI and the web API) ------------------------------
+
+
+def parse_instant(text: str, *, field: str, tz: tzinfo | None) -> datetime:
+    """
+    An ISO 8601 date or datetime; a value without a zone is read in *tz*.
+
+    With ``tz=None`` a zone is required: a web client's "midnight" means nothing on the
+    server's clock.
+
+    Raises:
+        InvalidQueryError: naming *field* and the value.
+    """
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidQueryError(
+            f"{field}: {text!r} is not an ISO 8601 date or datetime (e.g. 2026-11-01 or "
+            "2026-11-01T00:00:00+02:00)",
+            field=field,
+            rule="iso-8601",
+        ) from None
+    if value.tzinfo is None:
+        if tz is None:
+            raise InvalidQueryError(
+                f"{field}: {text!r} has no time zone; add one (Z or +02:00)",
+                field=field,
+                rule="timezone-aware",
+            )
+        value = value.replace(tzinfo=tz)
+    return value
+
+
+def parse_range(text: str, *, field: str, tz: tzinfo | None, same_days: bool = False) -> RangeSpec:
+    """
+    A range as typed: a relative name (``this-month``) or ``START..END`` in ISO 8601.
+
+    With *same_days*, the compared-only same-days names are accepted too.
+
+    Raises:
+        InvalidQueryError: naming *field*, the value and what would be accepted.
+    """
+    value = text.strip()
+    if value in RELATIVE_RANGES or (same_days and value in SAME_DAYS_RANGES):
+        return value
+    if ".." in value:
+        start, _, end = value.partition("..")
+        try:
+            return DateRange(
+                parse_instant(start, field=field, tz=tz), parse_instant(end, field=field, tz=tz)
+            )
+        except InvalidQueryError as exc:
+            if exc.field == field:
+                raise
+            raise InvalidQueryError(f"{field}: {exc}", field=field, rule=exc.rule) from None
+    names = RELATIVE_RANGES + (SAME_DAYS_RANGES if same_days else ())
+    raise InvalidQueryError(
+        f"{field}: {text!r} is not a range; use one of {', '.join(names)}, "
+        "or START..END in ISO 8601",
+        field=field,
+        rule="range",
+    )
+
+
+def parse_compared(text: str, *, field: str, tz: tzinfo | None) -> Compared:
+    """A compared range: a relative name, a same-days name, or ``START..END``."""
+    return parse_range(text, field=field, tz=tz, same_days=True)

@@ -45,7 +45,6 @@ from typing import Annotated, Any, Final, Literal
 import attrs
 
 from closefunnel._cache import TTLCache
-from closefunnel._cli import parse_compared, parse_range
 from closefunnel._client import Client
 from closefunnel._compare import FunnelComparison
 from closefunnel._convert import CONVERTER
@@ -56,7 +55,7 @@ from closefunnel._errors import (
     RateLimitedError,
 )
 from closefunnel._models import FunnelTotals, Pipeline
-from closefunnel._query import FunnelQuery, validate_compared
+from closefunnel._query import FunnelQuery, parse_compared, parse_range, validate_compared
 
 __all__ = [
     "ClientFactory",
