@@ -8,11 +8,13 @@ instead of discovering it through 429s (reference/rate-limiting.md §7-§8):
 
 - a FIFO queue with a cap on requests in flight (retries join at the front, so the
   oldest work finishes first and nothing starves);
-- a budget learned from every response: ``remaining`` minus the requests sent after the
-  one that response answers (the server may not have counted them yet) is a lower bound
-  on what is left. When it reaches zero the gate holds new requests until the window's
-  reset instead of sending them into a 429. The reset is measured from when the response
-  arrived, which is never earlier than when the server counted, so waiting for it is safe;
+- a budget learned from every response: ``remaining`` minus every other request that
+  may not have been counted when the server wrote it (all those sent and not yet
+  answered when the answered one was sent: the server counts in arrival order, which
+  is not the send order) is a lower bound on what is left. When it reaches zero the gate
+  holds new requests until the window's reset instead of sending them into a 429. The
+  reset is measured from when the response arrived, which is never earlier than when the
+  server counted, so waiting for it is safe;
 - on a 429, one shared pause for the whole group (the server's reset plus a small
   positive jitter), then a single probe request before the queue is released again, so
   a pause ends without a burst of simultaneous retries;
@@ -87,13 +89,16 @@ class Permit:
     :meth:`release` (idempotent) in a ``finally``.
     """
 
-    __slots__ = ("_gate", "_released", "sent_at", "seq")
+    __slots__ = ("_gate", "_released", "seen", "sent_at", "seq")
 
-    def __init__(self, gate: RateLimitGate, seq: int, sent_at: float) -> None:
+    def __init__(self, gate: RateLimitGate, seq: int, sent_at: float, seen: int = 0) -> None:
         self._gate = gate
         self._released = False
         self.seq = seq
         self.sent_at = sent_at
+        #: Responses the gate had seen when this permit was granted: the requests they
+        #: answered were counted by the server before this one.
+        self.seen = seen
 
     def observe(self, status: int, info: RateLimitInfo | None, *, pause: float = 0.0) -> None:
         """
@@ -134,6 +139,7 @@ class RateLimitGate:
         self._probe = False
         self._pause_seq = 0  # permits up to this one were sent before the last 429 pause
         self._answered = 0  # non-429 answers to permits sent after the last pause
+        self._seen = 0  # responses observed (any status)
         self._headers_seen = False
         self._cold = True  # nothing answered yet: at most _COLD_START requests go out
         # What the responses taught: the current window's end (loop time), the budget
@@ -233,7 +239,7 @@ class RateLimitGate:
             self._in_flight += 1
             if self._budget is not None:
                 self._budget -= 1
-            head.set_result(Permit(self, self._seq, now))
+            head.set_result(Permit(self, self._seq, now, self._seen))
 
     def _ready_at(self, now: float) -> float:
         ready = self._pause_until
@@ -277,6 +283,7 @@ class RateLimitGate:
         assert self._loop is not None
         now = self._loop.time()
         self._cold = False
+        self._seen += 1
         if status == 429:
             self._rate_limited += 1
             self._pause_seq = self._seq
@@ -319,9 +326,10 @@ class RateLimitGate:
             self._limit = info.limit
         self._window = max(self._window, info.reset)
         ends = now + info.reset
-        # A lower bound on what is left: requests sent after this one may not have been
-        # counted when the server wrote the header.
-        budget = info.remaining - (self._seq - permit.seq)
+        # A lower bound on what is left: every other request granted and not answered
+        # before this one was sent may have been counted after it (the server counts in
+        # arrival order, and requests sent together arrive in any order).
+        budget = info.remaining - (self._seq - 1 - permit.seen)
         tolerance = 0.5 * self._window
         if self._window_end is None or ends > self._window_end + tolerance:
             self._window_end = ends  # the first response of a new window

@@ -277,7 +277,7 @@ async def test_secret_never_logged(
     start_emulator: EmulatorFactory, fast_retry: cf.RetryPolicy, caplog: pytest.LogCaptureFixture
 ) -> None:
     """At DEBUG, with faults and auth errors, the secret is in no log line or error."""
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="closefunnel")
     async with start_emulator(fault_rate=0.5, seed=3, slow_delay=0.5) as emu:
         secret = emu.api_key.partition(".")[2]
         texts: list[str] = []
