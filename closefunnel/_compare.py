@@ -7,8 +7,9 @@ two side by side. It is pure: same inputs, same output, no I/O.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
-from typing import Any
+from typing import Final
 
 import attrs
 
@@ -103,14 +104,23 @@ class FunnelComparison:
     comparisons: tuple[ComparedPeriod, ...]
 
 
+_METRICS: Final = operator.attrgetter(*METRIC_NAMES)
+_NONE: Final = (None,) * len(METRIC_NAMES)
+
+
 def _metric_deltas(base: FunnelMetrics | None, compared: FunnelMetrics | None) -> dict[str, Delta]:
-    return {
-        name: delta(
-            None if base is None else getattr(base, name),
-            None if compared is None else getattr(compared, name),
-        )
-        for name in METRIC_NAMES
-    }
+    # The hot loop of a merge (ten metrics per user, thousands of users): fetch all ten
+    # values at once and build each Delta inline rather than through delta().
+    base_values = _NONE if base is None else _METRICS(base)
+    compared_values = _NONE if compared is None else _METRICS(compared)
+    fields: dict[str, Delta] = {}
+    for name, b, c in zip(METRIC_NAMES, base_values, compared_values, strict=True):
+        if b is None or c is None:
+            fields[name] = Delta(b, c, None, None)
+        else:
+            diff = b - c
+            fields[name] = Delta(b, c, diff, diff / c if c else None)
+    return fields
 
 
 def _user_deltas(
@@ -120,13 +130,13 @@ def _user_deltas(
     compared_by_id = {row.user_id: row for row in compared}
     order: dict[str, None] = dict.fromkeys(base_by_id)
     order.update(dict.fromkeys(compared_by_id))
-    rows: list[UserDeltas] = []
-    for user_id in order:
-        fields: dict[str, Any] = _metric_deltas(
-            base_by_id.get(user_id), compared_by_id.get(user_id)
+    return tuple(
+        UserDeltas(
+            user_id=user_id,
+            **_metric_deltas(base_by_id.get(user_id), compared_by_id.get(user_id)),
         )
-        rows.append(UserDeltas(user_id=user_id, **fields))
-    return tuple(rows)
+        for user_id in order
+    )
 
 
 def compare_period(base: FunnelTotals, compared: Compared, totals: FunnelTotals) -> ComparedPeriod:
