@@ -31,9 +31,9 @@ from closefunnel._errors import (
 )
 from closefunnel._gate import GateSnapshot, RateLimitGate
 from closefunnel._models import FunnelTotals, Pipeline, User
-from closefunnel._query import Compared, FunnelQuery
+from closefunnel._query import Compared, FunnelQuery, validate_compared
 from closefunnel._ratelimit import parse_ratelimit, wait_after_429
-from closefunnel._retry import RetryPolicy, retrying
+from closefunnel._retry import RetryPolicy, call_with_retries
 from closefunnel._sansio import (
     DEFAULT_BASE_URL,
     Format,
@@ -46,7 +46,7 @@ from closefunnel._sansio import (
     parse_totals_response,
 )
 
-__all__ = ["BulkItem", "Client", "ProgressCallback"]
+__all__ = ["BulkItem", "Client", "PoolSnapshot", "ProgressCallback"]
 
 logger: Final = logging.getLogger("closefunnel")
 
@@ -58,6 +58,7 @@ T = TypeVar("T")
 ProgressCallback = Callable[[int, int | None], None]
 
 _Response = tuple[int, Mapping[str, str], bytes]
+_END: Final[Any] = object()  # the end of a bulk run's queries
 
 
 @attrs.frozen
@@ -74,6 +75,43 @@ class BulkItem(Generic[R]):
     def ok(self) -> bool:
         """Whether the query produced a result."""
         return self.error is None
+
+
+@attrs.frozen(kw_only=True)
+class PoolSnapshot:
+    """
+    A read-only view of the client's connection pool, for monitoring and leak checks.
+
+    Attributes:
+        limit: The most connections open at once (0: no limit).
+        in_use: Connections handed out to requests and not yet given back to the pool.
+        handed_out: Connections handed out since the session was made.
+    """
+
+    limit: int
+    in_use: int
+    handed_out: int
+
+
+class _TrackedConnector(aiohttp.TCPConnector):
+    # aiohttp keeps checked-out connections in private attributes only. This counts them
+    # through public API instead: +1 for each Connection that connect() hands out, -1 when
+    # its release callback runs (Connection.add_callback: called once, by release() or
+    # close()). A connection dropped without either stays counted, as the leak it is.
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.in_use = 0
+        self.handed_out = 0
+
+    async def connect(self, *args: Any, **kwargs: Any) -> aiohttp.connector.Connection:
+        connection = await super().connect(*args, **kwargs)
+        self.in_use += 1
+        self.handed_out += 1
+        connection.add_callback(self._given_back)
+        return connection
+
+    def _given_back(self) -> None:
+        self.in_use -= 1
 
 
 class _Flight:
@@ -139,9 +177,29 @@ class Client:
                 field="max_concurrency",
                 rule="positive",
             )
-        if not timeout > 0:
+        # Typed callers cannot pass junk here, but CLI and web callers pass what users typed.
+        number = isinstance(timeout, int | float)
+        if not number or not timeout > 0:
             raise InvalidQueryError(
                 f"timeout must be > 0 seconds, got {timeout!r}", field="timeout", rule="positive"
+            )
+        if not isinstance(base_url, str):
+            raise InvalidQueryError(
+                f"base_url must be a string, got {type(base_url).__name__}",
+                field="base_url",
+                rule="type",
+            )
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidQueryError(
+                f"retry must be a RetryPolicy, got {type(retry).__name__}",
+                field="retry",
+                rule="type",
+            )
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise InvalidQueryError(
+                f"session must be an aiohttp.ClientSession, got {type(session).__name__}",
+                field="session",
+                rule="type",
             )
         self._credentials = (
             Credentials.api_key(api_key) if api_key is not None else Credentials.token(secret)
@@ -210,11 +268,24 @@ class Client:
         """The state of each endpoint group's gate, by group (e.g. ``"POST report/funnel"``)."""
         return {group: gate.snapshot() for group, gate in self._gates.items()}
 
+    def pool_snapshot(self) -> PoolSnapshot | None:
+        """
+        The state of the connection pool of the session the client made (None before the
+        first request, or when the session was passed in: the client cannot see into it).
+        """
+        session = self._session
+        connector = session.connector if session is not None and self._owns_session else None
+        if not isinstance(connector, _TrackedConnector):
+            return None
+        return PoolSnapshot(
+            limit=connector.limit, in_use=connector.in_use, handed_out=connector.handed_out
+        )
+
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise RuntimeError("this closefunnel Client is closed; make a new one")
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=4 * self._max_concurrency, limit_per_host=0)
+            connector = _TrackedConnector(limit=4 * self._max_concurrency, limit_per_host=0)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
@@ -254,7 +325,10 @@ class Client:
                 rule="required",
             )
         requests = [self._totals_request(query, None, format)]
-        requests += [self._totals_request(query, rng, format) for rng in compared]
+        # Each range is checked here: None would otherwise build the base request again.
+        requests += [
+            self._totals_request(query, validate_compared(query, rng), format) for rng in compared
+        ]
         reports = await self._all([self._fetch_totals(request, format) for request in requests])
         return merge_comparison(reports[0], zip(compared, reports[1:], strict=True))
 
@@ -306,6 +380,10 @@ class Client:
         if not isinstance(query, FunnelQuery):
             raise InvalidQueryError(
                 f"expected a FunnelQuery, got {type(query).__name__}", field="query", rule="type"
+            )
+        if not isinstance(format, str):  # an unhashable one would fail the lookup with a TypeError
+            raise InvalidQueryError(
+                f"format must be 'json' or 'csv', got {format!r}", field="format", rule="format"
             )
         return build_totals_request(
             query,
@@ -366,36 +444,39 @@ class Client:
         gate = self._gate(request.group)
         policy = self._retry
         what = f"{request.method} {request.path}"
-        first = True
+        queued = False  # waiting for the gate (not on the wire) when the deadline hit?
+
+        async def attempt(retry: bool) -> T:
+            nonlocal queued
+            queued = True
+            permit = await gate.acquire(max_wait=policy.max_wait, front=retry)
+            queued = False
+            try:
+                status, headers, body = await self._send(request)
+                pause = wait_after_429(headers, body, now=time.time()) if status == 429 else 0.0
+                permit.observe(status, parse_ratelimit(headers), pause=pause)
+            finally:
+                permit.release()
+            return parse(status, headers, body)
+
         try:
             async with asyncio.timeout(policy.deadline):
-                async for attempt in retrying(policy, what=what):
-                    with attempt:
-                        permit = await gate.acquire(max_wait=policy.max_wait, front=not first)
-                        first = False
-                        try:
-                            status, headers, body = await self._send(request)
-                            pause = (
-                                wait_after_429(headers, body, now=time.time())
-                                if status == 429
-                                else 0.0
-                            )
-                            permit.observe(status, parse_ratelimit(headers), pause=pause)
-                        finally:
-                            permit.release()
-                        return parse(status, headers, body)
+                return await call_with_retries(attempt, policy, what=what)
         except TimeoutError as exc:
+            # Held by the rate limit: a 429 pause, or a budget spent until the window ends.
             snapshot = gate.snapshot()
-            if snapshot.paused_for > 0:
+            held = snapshot.paused_for
+            if snapshot.budget is not None and snapshot.budget < 1:
+                held = max(held, snapshot.window_ends_in or 0.0)
+            if queued and held > 0:
                 raise RateLimitedError(
                     f"{what} did not finish within the {policy.deadline:g}s deadline: "
                     "Close's rate limit kept it waiting",
-                    retry_after=snapshot.paused_for,
+                    retry_after=held,
                 ) from exc
             raise RequestTimeoutError(
                 f"{what} did not finish within the retry policy's {policy.deadline:g}s deadline"
             ) from exc
-        raise AssertionError("unreachable: the retrier either returns or raises")
 
     async def _send(self, request: HttpRequest) -> _Response:
         session = self._ensure_session()
@@ -470,33 +551,37 @@ class Client:
         window = 2 * self._max_concurrency
         source = iter(queries)
         running: dict[asyncio.Task[R], FunnelQuery] = {}
+        # Each task reports its own completion here: waiting on the queue costs the same
+        # for any window, where asyncio.wait(running) would re-register on every task.
+        finished: asyncio.Queue[asyncio.Task[R]] = asyncio.Queue()
         done_count = 0
 
         def refill() -> None:
             while len(running) < window:
-                query = next(source, None)
-                if query is None:
+                query = next(source, _END)  # not None: a None item is an error, not the end
+                if query is _END:
                     return
-                running[asyncio.ensure_future(run(query))] = query
+                task = asyncio.ensure_future(run(query))
+                task.add_done_callback(finished.put_nowait)
+                running[task] = query
 
         try:
             refill()
             while running:
-                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in finished:
-                    query = running.pop(task)
-                    error = task.exception()
-                    if error is not None and not isinstance(error, CloseFunnelError):
-                        raise error
-                    item: BulkItem[R] = (
-                        BulkItem(query, error=error)
-                        if error is not None
-                        else BulkItem(query, result=task.result())
-                    )
-                    done_count += 1
-                    if on_progress is not None:
-                        on_progress(done_count, total)
-                    yield item
+                task = await finished.get()
+                query = running.pop(task)
+                error = task.exception()
+                if error is not None and not isinstance(error, CloseFunnelError):
+                    raise error
+                item: BulkItem[R] = (
+                    BulkItem(query, error=error)
+                    if error is not None
+                    else BulkItem(query, result=task.result())
+                )
+                done_count += 1
+                if on_progress is not None:
+                    on_progress(done_count, total)
+                yield item
                 refill()
         finally:
             for task in running:

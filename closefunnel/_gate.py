@@ -89,15 +89,16 @@ class Permit:
     :meth:`release` (idempotent) in a ``finally``.
     """
 
-    __slots__ = ("_gate", "_released", "seen", "sent_at", "seq")
+    __slots__ = ("_gate", "_observed", "_released", "seen", "sent_at", "seq")
 
     def __init__(self, gate: RateLimitGate, seq: int, sent_at: float, seen: int = 0) -> None:
         self._gate = gate
+        self._observed = False
         self._released = False
         self.seq = seq
         self.sent_at = sent_at
-        #: Responses the gate had seen when this permit was granted: the requests they
-        #: answered were counted by the server before this one.
+        #: Requests the gate had settled (answered, failed or refunded) when this permit
+        #: was granted: any of them the server counted, it counted before this one.
         self.seen = seen
 
     def observe(self, status: int, info: RateLimitInfo | None, *, pause: float = 0.0) -> None:
@@ -105,13 +106,15 @@ class Permit:
         Teach the gate from one response: its status, its rate-limit header and, for a
         429, the pause it asks for.
         """
-        self._gate._observe(self, status, info, pause)
+        if not self._observed:
+            self._observed = True
+            self._gate._observe(self, status, info, pause)
 
     def release(self, *, refund: bool = False) -> None:
         """Give the permit back; *refund* also returns its budget (nothing was sent)."""
         if not self._released:
             self._released = True
-            self._gate._release(self, refund)
+            self._gate._release(self, refund, settled=not self._observed)
 
 
 class RateLimitGate:
@@ -139,7 +142,7 @@ class RateLimitGate:
         self._probe = False
         self._pause_seq = 0  # permits up to this one were sent before the last 429 pause
         self._answered = 0  # non-429 answers to permits sent after the last pause
-        self._seen = 0  # responses observed (any status)
+        self._seen = 0  # requests settled: answered, failed without an answer, or refunded
         self._headers_seen = False
         self._cold = True  # nothing answered yet: at most _COLD_START requests go out
         # What the responses taught: the current window's end (loop time), the budget
@@ -343,8 +346,12 @@ class RateLimitGate:
         self._confirmed = True
         self._dispatch()
 
-    def _release(self, permit: Permit, refund: bool) -> None:
+    def _release(self, permit: Permit, refund: bool, *, settled: bool) -> None:
         self._in_flight -= 1
+        if settled:
+            # No answer (never sent, or a network error): the request is settled all the
+            # same, and later budgets must not keep counting it as possibly uncounted.
+            self._seen += 1
         if not refund:
             self._cold = False  # answered or failed: either way, stop holding the queue
         if refund and self._budget is not None:

@@ -108,7 +108,9 @@ def parse_ratelimit(headers: Mapping[str, str]) -> RateLimitInfo | None:
     legacy ``X-Rate-Limit-*`` and ``RateLimit-Limit/-Remaining/-Reset`` triples. A header
     without ``remaining`` and ``reset``, or with a bad number, counts as absent.
     """
-    combined = header(headers, "RateLimit")
+    # One pass to lower-case the names, instead of a scan per name that is absent.
+    headers = {key.lower(): value for key, value in headers.items()}
+    combined = headers.get("ratelimit")
     if combined is not None:
         members = _parse_members(combined)
         if members is not None and "remaining" in members and "reset" in members:
@@ -117,12 +119,12 @@ def parse_ratelimit(headers: Mapping[str, str]) -> RateLimitInfo | None:
                 remaining=members["remaining"],
                 reset=min(members["reset"], MAX_RESET),
             )
-    for prefix in ("X-Rate-Limit-", "RateLimit-"):
-        remaining = _number(header(headers, prefix + "Remaining"))
-        reset = _number(header(headers, prefix + "Reset"))
+    for prefix in ("x-rate-limit-", "ratelimit-"):
+        remaining = _number(headers.get(prefix + "remaining"))
+        reset = _number(headers.get(prefix + "reset"))
         if remaining is not None and reset is not None:
             return RateLimitInfo(
-                limit=_number(header(headers, prefix + "Limit")),
+                limit=_number(headers.get(prefix + "limit")),
                 remaining=remaining,
                 reset=min(reset, MAX_RESET),
             )

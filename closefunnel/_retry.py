@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
 
 import attrs
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
@@ -33,16 +34,18 @@ from closefunnel._errors import (
     TransportError,
 )
 
-__all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "is_retryable", "retrying"]
+__all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "call_with_retries", "is_retryable", "retrying"]
 
 logger: Final = logging.getLogger("closefunnel")
+
+T = TypeVar("T")
 
 #: Server statuses that are worth another attempt.
 RETRYABLE_STATUSES: Final = frozenset({500, 502, 503, 504})
 
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if value < 0:
+    if not value >= 0:  # also refuses NaN, which every comparison would silently pass
         raise ValueError(f"{attribute.name} must be >= 0, got {value}")
 
 
@@ -107,7 +110,7 @@ def retrying(policy: RetryPolicy, *, what: str) -> AsyncRetrying:
             with attempt:
                 ...
     """
-    rng = random.Random(policy.seed)
+    rng: random.Random | None = None  # made on the first backoff: most calls never need one
     errors = 0
 
     def retry_predicate(exc: BaseException) -> bool:
@@ -127,6 +130,9 @@ def retrying(policy: RetryPolicy, *, what: str) -> AsyncRetrying:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, RateLimitedError):
             return 0.0  # the gate holds the shared pause for every request of the group
+        nonlocal rng
+        if rng is None:
+            rng = random.Random(policy.seed)
         delay = policy.backoff(max(errors, 1), rng)
         if isinstance(exc, ServerError) and exc.retry_after is not None:
             delay = max(delay, exc.retry_after)
@@ -154,3 +160,31 @@ def retrying(policy: RetryPolicy, *, what: str) -> AsyncRetrying:
         before_sleep=before_sleep,
         reraise=True,
     )
+
+
+async def call_with_retries(
+    attempt: Callable[[bool], Awaitable[T]], policy: RetryPolicy, *, what: str
+) -> T:
+    """
+    ``await attempt(retry)`` under *policy*: once bare, then through :func:`retrying`.
+
+    Most calls succeed the first time, and building a tenacity retrier costs more than
+    the rest of the client's bookkeeping for a request, so the first attempt runs
+    without one. After a retryable failure the retrier takes over and is handed that
+    failure as its own first attempt, so attempts, waits, logs and the stop rules are
+    exactly those of a retrier that ran from the start. *retry* tells the attempt
+    whether it is a retry (retries go to the front of the gate's queue).
+    """
+    try:
+        return await attempt(False)
+    except Exception as exc:
+        if not is_retryable(exc, policy):
+            raise
+        first_failure: Exception | None = exc
+    async for retry in retrying(policy, what=what):
+        with retry:
+            if first_failure is not None:
+                failure, first_failure = first_failure, None
+                raise failure
+            return await attempt(True)
+    raise AssertionError("unreachable: the retrier either returns or raises")
