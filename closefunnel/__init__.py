@@ -7,7 +7,7 @@ The public API is what this module exports; the ``_``-prefixed modules are priva
 """
 
 from closefunnel._auth import Credentials
-from closefunnel._client import BulkItem, Client, ProgressCallback
+from closefunnel._client import BulkItem, Client, PoolSnapshot, ProgressCallback
 from closefunnel._compare import (
     ComparedPeriod,
     Delta,
@@ -83,6 +83,7 @@ __all__ = [
     "NotFoundError",
     "Pipeline",
     "PipelineStatus",
+    "PoolSnapshot",
     "ProgressCallback",
     "RangeSpec",
     "RateLimitInfo",
