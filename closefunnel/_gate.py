@@ -46,7 +46,8 @@ __all__ = ["GateSnapshot", "Permit", "RateLimitGate"]
 #: into the old window.
 _RESUME_MARGIN: Final = 0.002
 #: Requests sent before the first answer teaches the gate the limit: enough for a base
-#: report and a few compared ranges at once, few enough to stay under any report limit.
+#: report and three compared ranges at once. A key limited to fewer than this per window
+#: meets the limit once, on its first burst, and is paced from then on.
 _COLD_START: Final = 4
 #: The largest jitter added to a 429 pause, and its share of the pause.
 _MAX_JITTER: Final = 0.25
@@ -145,6 +146,7 @@ class RateLimitGate:
         self._seen = 0  # requests settled: answered, failed without an answer, or refunded
         self._headers_seen = False
         self._cold = True  # nothing answered yet: at most _COLD_START requests go out
+        self._cold_sent = 0  # requests sent while cold (a refunded permit was not sent)
         # What the responses taught: the current window's end (loop time), the budget
         # left in it, whether that budget was confirmed by a response or guessed at a
         # window roll, the longest reset seen (an estimate of the window) and the limit.
@@ -153,6 +155,9 @@ class RateLimitGate:
         self._confirmed = False
         self._window = 0.0
         self._limit: float | None = None
+        self._windows = 0  # windows learned of (the first one starts with a full bucket)
+        self._accepted = 0  # answers counted in the current window
+        self._accepted_before = 0  # ... and in the one before
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
 
@@ -230,7 +235,7 @@ class RateLimitGate:
                 continue
             if self._in_flight >= self._cap or (self._probe and self._in_flight > 0):
                 return  # _release() dispatches again
-            if self._cold and self._seq >= _COLD_START:
+            if self._cold and self._cold_sent >= _COLD_START:
                 return  # the first answer (or release) dispatches again
             now = loop.time()
             ready = self._ready_at(now)
@@ -238,6 +243,7 @@ class RateLimitGate:
                 self._arm(ready)
                 return
             self._waiters.popleft()
+            self._cold_sent += self._cold
             self._seq += 1
             self._in_flight += 1
             if self._budget is not None:
@@ -250,19 +256,35 @@ class RateLimitGate:
             end = self._window_end
             if end is not None and now < end + _RESUME_MARGIN:
                 return max(ready, end + _RESUME_MARGIN)
-            self._roll_window()
+            self._roll_window(now)  # leaves a budget of at least one, or none at all
         return ready
 
-    def _roll_window(self) -> None:
-        # The learned window has ended: until a response says otherwise, assume the
-        # bucket refilled to the limit, less what is still in flight (those requests may
-        # be counted in the new window).
+    def _roll_window(self, now: float) -> None:
+        # The learned window has ended. Until a response of the new one says how much it
+        # holds, guess from what the last full window accepted: a drained bucket refills
+        # by its refill amount, which is less than its capacity (the header's ``limit``)
+        # when the server allows bursts. The first window starts full, so its count says
+        # nothing about the refill: after it, only a cold-start batch goes out. Requests
+        # still in flight may be counted in the new window, so they are subtracted.
+        self._accepted_before = self._accepted
+        self._accepted = 0
         if self._limit is None or self._window_end is None or self._window <= 0:
             self._budget = None
             self._window_end = None
         else:
-            self._budget = self._limit - self._in_flight
-            self._window_end += self._window
+            # Whole windows, so an idle gate does not roll into a window already over.
+            passed = math.floor((now - self._window_end) / self._window) + 1
+            self._window_end += max(1, passed) * self._window
+            if not self._headers_seen:
+                guess = self._limit  # learned from the 429s (_learn_from_pause)
+            elif self._windows > 1:
+                guess = self._accepted_before
+            else:
+                guess = _COLD_START
+            # At least one, so that an answer from the new window can correct the guess:
+            # answers to requests of the old window say nothing about the new one.
+            self._budget = max(1.0, min(self._limit, guess) - self._in_flight)
+            self._windows += 1
         self._confirmed = False
 
     def _arm(self, when: float) -> None:
@@ -337,12 +359,16 @@ class RateLimitGate:
         if self._window_end is None or ends > self._window_end + tolerance:
             self._window_end = ends  # the first response of a new window
             self._budget = budget
+            self._accepted_before, self._accepted = self._accepted, 0
+            self._windows += 1
         elif ends < self._window_end - tolerance:
-            return  # a late answer from a window that is over
+            self._accepted_before += 1  # a late answer from a window that is over
+            return
         else:
             self._window_end = min(self._window_end, ends)
             confirmed = self._confirmed and self._budget is not None
             self._budget = max(self._budget, budget) if confirmed else budget  # type: ignore[type-var]
+        self._accepted += 1
         self._confirmed = True
         self._dispatch()
 
@@ -354,6 +380,8 @@ class RateLimitGate:
             self._seen += 1
         if not refund:
             self._cold = False  # answered or failed: either way, stop holding the queue
+        elif self._cold:
+            self._cold_sent -= 1  # handed back unsent: it does not count toward the cold start
         if refund and self._budget is not None:
             self._budget += 1
         loop = self._loop

@@ -1,0 +1,53 @@
+"""Gate edge cases: bursty buckets, idle gaps, refunds during the cold start."""
+
+from __future__ import annotations
+
+import asyncio
+
+import closefunnel as cf
+from closefunnel._gate import RateLimitGate
+
+from .conftest import EmulatorFactory
+from .test_client import TOTALS, _pipeline_queries
+
+
+async def test_bursty_bucket_is_not_overdrawn_after_it_drains(
+    start_emulator: EmulatorFactory,
+) -> None:
+    """With burst > 1 the bucket refills by less than its capacity: no 429s all the same."""
+    async with start_emulator(rps=10, burst=3, window=1.0, latency=0.02) as emu:
+        async with cf.Client(
+            api_key=emu.api_key, base_url=emu.base_url, max_concurrency=32
+        ) as client:
+            queries = await _pipeline_queries(client, 60)
+            emu.clear_log()
+            items = [item async for item in client.totals_many(queries)]
+        statuses = [entry.status for entry in emu.log if entry.path == TOTALS]
+    assert all(item.ok for item in items)
+    assert statuses.count(429) == 0
+    assert statuses.count(200) == 60
+
+
+async def test_idle_gap_does_not_release_a_burst(start_emulator: EmulatorFactory) -> None:
+    """After several idle windows the gate paces from the current window, not a stale one."""
+    async with start_emulator(rps=4, window=0.5, latency=0.01) as emu:
+        async with cf.Client(api_key=emu.api_key, base_url=emu.base_url) as client:
+            queries = await _pipeline_queries(client, 14)
+            warm = [item async for item in client.totals_many(queries[:6])]
+            await asyncio.sleep(1.6)  # three windows and more
+            emu.clear_log()
+            after = [item async for item in client.totals_many(queries[6:])]
+        statuses = [entry.status for entry in emu.log if entry.path == TOTALS]
+    assert all(item.ok for item in warm + after)
+    assert statuses == [200] * 8
+
+
+async def test_refunds_during_the_cold_start_do_not_stall_the_queue() -> None:
+    """Permits handed back unsent do not use up the requests allowed before an answer."""
+    gate = RateLimitGate("POST report/funnel", max_concurrency=8)
+    for _ in range(6):
+        permit = await gate.acquire()
+        permit.release(refund=True)
+    permit = await asyncio.wait_for(gate.acquire(), timeout=1.0)
+    permit.release()
+    assert gate.snapshot().in_flight == 0
