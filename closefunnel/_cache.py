@@ -101,6 +101,9 @@ class TTLCache(Generic[K, V]):
             flight.waiters -= 1
             if flight.waiters == 0 and not flight.task.done():
                 flight.task.cancel()
+                # Forget it now: a caller arriving before the task ends must not join it.
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
 
     def _start(self, key: K, fetch: Callable[[], Awaitable[V]]) -> _Flight[V]:
         async def run() -> V:

@@ -431,11 +431,14 @@ class Client:
             flight.waiters -= 1
             if flight.waiters == 0 and not flight.task.done():
                 flight.task.cancel()
+                # Forget it now, not when it finishes: a caller arriving in between must
+                # start a call of its own rather than join one that is being cancelled.
+                self._forget(key, flight)
 
     def _forget(self, key: tuple[Any, ...], flight: _Flight) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
-        if not flight.task.cancelled():
+        if flight.task.done() and not flight.task.cancelled():
             flight.task.exception()  # retrieved here too, so no waiter-less error is logged
 
     async def _call(

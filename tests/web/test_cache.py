@@ -120,3 +120,18 @@ def test_bad_settings_are_refused() -> None:
         TTLCache(ttl=0)
     with pytest.raises(ValueError, match="max_entries"):
         TTLCache(ttl=1, max_entries=0)
+
+
+async def test_a_caller_arriving_as_a_fetch_is_cancelled_gets_its_own() -> None:
+    """Joining a fetch whose last waiter just left starts a fresh fetch, not a cancelled one."""
+    cache: TTLCache[str, int] = TTLCache(ttl=30)
+
+    async def fetch() -> int:
+        await asyncio.sleep(0.2)
+        return 1
+
+    first = asyncio.create_task(cache.get("k", fetch))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    second = asyncio.create_task(cache.get("k", fetch))
+    assert await second == 1
