@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
@@ -100,9 +101,12 @@ def _reason(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}({status})" if status else type(exc).__name__
 
 
-def retrying(policy: RetryPolicy, *, what: str) -> AsyncRetrying:
+def retrying(policy: RetryPolicy, *, what: str, started: float | None = None) -> AsyncRetrying:
     """
     A fresh tenacity retrier for one call described by *what* (for the log).
+
+    *started* is when the call began (``time.monotonic()``), if before the retrier: the
+    deadline counts from there.
 
     Usage::
 
@@ -111,20 +115,23 @@ def retrying(policy: RetryPolicy, *, what: str) -> AsyncRetrying:
                 ...
     """
     rng: random.Random | None = None  # made on the first backoff: most calls never need one
-    errors = 0
+    begun = time.monotonic() if started is None else started
+    errors = 0  # failed attempts other than 429s
 
     def retry_predicate(exc: BaseException) -> bool:
+        # tenacity asks this first for every failed attempt (then wait, then stop), so the
+        # count is current wherever it is read.
+        nonlocal errors
+        if not isinstance(exc, RateLimitedError):
+            errors += 1
         return is_retryable(exc, policy)
 
     def stop(state: RetryCallState) -> bool:
-        nonlocal errors
-        exc = state.outcome.exception() if state.outcome else None
-        if not isinstance(exc, RateLimitedError):
-            errors += 1
         if errors >= policy.attempts:
             return True
+        exc = state.outcome.exception() if state.outcome else None
         wait = exc.retry_after if isinstance(exc, RateLimitedError) else 0.0
-        return (state.seconds_since_start or 0.0) + (wait or 0.0) >= policy.deadline
+        return time.monotonic() - begun + (wait or 0.0) >= policy.deadline
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -136,7 +143,7 @@ def retrying(policy: RetryPolicy, *, what: str) -> AsyncRetrying:
         delay = policy.backoff(max(errors, 1), rng)
         if isinstance(exc, ServerError) and exc.retry_after is not None:
             delay = max(delay, exc.retry_after)
-        return min(delay, max(0.0, policy.deadline - (state.seconds_since_start or 0.0)))
+        return min(delay, max(0.0, policy.deadline - (time.monotonic() - begun)))
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -175,13 +182,14 @@ async def call_with_retries(
     exactly those of a retrier that ran from the start. *retry* tells the attempt
     whether it is a retry (retries go to the front of the gate's queue).
     """
+    started = time.monotonic()
     try:
         return await attempt(False)
     except Exception as exc:
         if not is_retryable(exc, policy):
             raise
         first_failure: Exception | None = exc
-    async for retry in retrying(policy, what=what):
+    async for retry in retrying(policy, what=what, started=started):
         with retry:
             if first_failure is not None:
                 failure, first_failure = first_failure, None
