@@ -98,14 +98,32 @@ def endpoint_group(method: str, path: str) -> str:
 
 
 def normalize_base_url(base_url: str) -> str:
-    """*base_url* with exactly one trailing slash, after checking it is http(s)."""
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidQueryError(
-            f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL!r}, got {base_url!r}",
+    """
+    *base_url* with exactly one trailing slash, after checking it is a plain http(s) URL.
+
+    Credentials in the URL are refused (the key goes in the Authorization header, and a
+    password there would show in every repr), and so are a query or a fragment, which
+    would end up in the middle of every request's URL.
+    """
+
+    def refuse(why: str) -> InvalidQueryError:
+        return InvalidQueryError(
+            f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL!r} ({why})",
             field="base_url",
             rule="url",
         )
+
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018  # parses the port, raising ValueError when out of range
+    except ValueError as exc:
+        raise refuse(f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise refuse(f"got {base_url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise refuse("it holds credentials; pass the key as api_key= instead")
+    if parts.query or parts.fragment:
+        raise refuse("it has a query or fragment")
     return base_url.rstrip("/") + "/"
 
 

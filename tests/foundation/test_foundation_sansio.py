@@ -316,7 +316,20 @@ def test_normalize_base_url(url: str, expected: str) -> None:
     assert normalize_base_url(url) == expected
 
 
-@pytest.mark.parametrize("url", ["ftp://x/", "api.close.com/api/v1/", "", "https://"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://x/",
+        "api.close.com/api/v1/",
+        "",
+        "https://",
+        "http://[::1/api/v1/",
+        "http://user:pw@api.close.com/api/v1/",
+        "https://api.close.com/api/v1/?x=1",
+        "https://api.close.com/api/v1/#top",
+        "http://127.0.0.1:99999/api/v1/",
+    ],
+)
 def test_normalize_base_url_rejects(url: str) -> None:
     """A base URL that is not http(s) with a host is an InvalidQueryError."""
     with pytest.raises(InvalidQueryError):
