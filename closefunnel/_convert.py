@@ -49,11 +49,14 @@ T = TypeVar("T")
 CSV_COLUMNS: Final = ("user_id", *METRIC_NAMES)
 
 
+_INT64: Final = 2**63
+
+
 def _structure_int(value: Any, _: type) -> int:
     # bool is an int subclass, and a JSON true is never a count.
     if type(value) is int:
         return value
-    if type(value) is float and value.is_integer():
+    if type(value) is float and value.is_integer() and abs(value) < _INT64:
         return int(value)
     raise TypeError(f"expected an integer, got {value!r}")
 
@@ -285,7 +288,9 @@ def decode_totals_json(body: bytes | str, *, strict: bool = False) -> FunnelTota
     return decode_json(body, FunnelTotals, strict=strict)
 
 
-_INT: Final = re.compile(r"-?[0-9]+\Z")
+# Up to 18 digits: every such int fits in 64 bits (a longer one is left to the converter
+# to reject, rather than int() refusing past 4,300 digits or orjson past 64 bits).
+_INT: Final = re.compile(r"-?[0-9]{1,18}\Z")
 # Plain decimal numbers: ``float()`` alone would also take "nan", "inf", "1_000", "\u0661".
 _FLOAT: Final = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
 

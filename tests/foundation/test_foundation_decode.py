@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from closefunnel import FunnelTotals, Pipeline, ResponseDecodeError, make_converter
+from closefunnel import METRIC_NAMES, FunnelTotals, Pipeline, ResponseDecodeError, make_converter
 from closefunnel._convert import (
     CSV_COLUMNS,
     decode,
@@ -344,3 +345,22 @@ def test_arbitrary_csv_cells(cells: list[str]) -> None:
     except ResponseDecodeError:
         return
     assert len(totals.data) <= 1
+
+
+@pytest.mark.parametrize("cell", ["9" * 5000, "1" + "0" * 30, "1e30", "-99999999999999999999"])
+def test_csv_integers_beyond_64_bits_are_refused(cell: str) -> None:
+    """Counts too large for 64 bits (or for int() itself) are a ResponseDecodeError."""
+    row = ["user_1", *["1"] * 10]
+    row[3] = cell
+    text = ",".join(CSV_COLUMNS) + "\n" + ",".join(row) + "\n"
+    with pytest.raises(ResponseDecodeError):
+        FunnelTotals.from_csv(text)
+
+
+def test_json_integral_floats_beyond_64_bits_are_refused() -> None:
+    """An integral float is accepted for a count only while it fits in 64 bits."""
+    metrics = dict.fromkeys(METRIC_NAMES, 1)
+    metrics["count"] = 1e30
+    body = json.dumps({"aggregations": metrics, "data": []})
+    with pytest.raises(ResponseDecodeError):
+        FunnelTotals.from_json(body)
