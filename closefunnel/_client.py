@@ -27,6 +27,7 @@ from closefunnel._errors import (
     InvalidQueryError,
     RateLimitedError,
     RequestTimeoutError,
+    ResponseDecodeError,
     TransportError,
 )
 from closefunnel._gate import GateSnapshot, RateLimitGate
@@ -59,6 +60,8 @@ ProgressCallback = Callable[[int, int | None], None]
 
 _Response = tuple[int, Mapping[str, str], bytes]
 _END: Final[Any] = object()  # the end of a bulk run's queries
+_PAGE_SIZE: Final = 100  # the most Close returns per page of a list
+_MAX_PAGES: Final = 1_000  # a server that always says has_more is broken, not large
 
 
 @attrs.frozen
@@ -401,15 +404,25 @@ class Client:
         return await self._shared(request, parse)
 
     async def _list(self, path: str, cls: type[T]) -> list[T]:
-        request = build_get_request(
-            path, credentials=self._credentials, base_url=self._base_url, tz_offset=self._tz_offset
-        )
+        # Close pages lists (``_skip``/``_limit``, ``has_more``): follow every page, so a
+        # large organization's users are all there, not just the first hundred.
+        def parse(status: int, headers: Mapping[str, str], body: bytes) -> tuple[list[T], bool]:
+            return parse_list_response(status, headers, body, cls, now=time.time())
 
-        def parse(status: int, headers: Mapping[str, str], body: bytes) -> list[T]:
-            items, _ = parse_list_response(status, headers, body, cls, now=time.time())
-            return items
-
-        return await self._shared(request, parse)
+        items: list[T] = []
+        for _ in range(_MAX_PAGES):
+            request = build_get_request(
+                path,
+                credentials=self._credentials,
+                base_url=self._base_url,
+                tz_offset=self._tz_offset,
+                query={"_skip": len(items), "_limit": _PAGE_SIZE},
+            )
+            page, more = await self._shared(request, parse)
+            items.extend(page)
+            if not more or not page:
+                return items
+        raise ResponseDecodeError(f"GET {path} kept saying has_more after {_MAX_PAGES} pages")
 
     async def _shared(
         self, request: HttpRequest, parse: Callable[[int, Mapping[str, str], bytes], T]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from typing import Any, Final, Literal, TypeAlias, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import attrs
 import orjson
@@ -198,12 +198,20 @@ def build_totals_request(
 
 
 def build_get_request(
-    path: str, *, credentials: Credentials, base_url: str, tz_offset: str | None = None
+    path: str,
+    *,
+    credentials: Credentials,
+    base_url: str,
+    tz_offset: str | None = None,
+    query: Mapping[str, str | int] | None = None,
 ) -> HttpRequest:
-    """A GET of *path* (relative to the API root), e.g. ``pipeline/``."""
+    """A GET of *path* (relative to the API root, e.g. ``pipeline/``) with *query*."""
+    url = base_url + path
+    if query:
+        url += "?" + urlencode(query)
     return HttpRequest(
         method="GET",
-        url=base_url + path,
+        url=url,
         path=path,
         headers=_headers(
             credentials, accept="application/json", tz_offset=tz_offset, json_body=False

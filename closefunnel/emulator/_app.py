@@ -230,16 +230,28 @@ async def _totals(request: web.Request, state: EmulatorState) -> _Reply:
     return _Reply(200, body)
 
 
-def _listing(items: list[dict[str, object]]) -> _Reply:
-    return _json(200, {"data": items, "has_more": False})
+#: Close pages list endpoints with ``_skip`` and ``_limit`` (100 at most per page).
+_MAX_PAGE: Final = 100
+
+
+def _listing(request: web.Request, items: list[dict[str, object]]) -> _Reply:
+    try:
+        skip = int(request.query.get("_skip", "0"))
+        limit = int(request.query.get("_limit", str(_MAX_PAGE)))
+    except ValueError:
+        return _json(400, {"errors": ["_skip and _limit must be whole numbers"]})
+    if skip < 0 or not 0 < limit <= _MAX_PAGE:
+        return _json(400, {"errors": [f"_skip must be >= 0 and _limit 1 to {_MAX_PAGE}"]})
+    page = items[skip : skip + limit]
+    return _json(200, {"data": page, "has_more": skip + limit < len(items)})
 
 
 async def _pipelines(request: web.Request, state: EmulatorState) -> _Reply:
-    return _listing([p.to_json() for p in state.dataset.pipelines])
+    return _listing(request, [p.to_json() for p in state.dataset.pipelines])
 
 
 async def _users(request: web.Request, state: EmulatorState) -> _Reply:
-    return _listing([u.to_json() for u in state.dataset.users])
+    return _listing(request, [u.to_json() for u in state.dataset.users])
 
 
 async def _me(request: web.Request, state: EmulatorState) -> _Reply:

@@ -67,3 +67,16 @@ async def test_a_caller_arriving_as_a_shared_call_is_cancelled_gets_its_own(
         second = asyncio.create_task(client.pipelines())
         pipelines = await second
     assert pipelines
+
+
+async def test_users_follow_every_page(start_emulator: EmulatorFactory) -> None:
+    """An organization with more users than one page holds still lists them all."""
+    async with (
+        start_emulator(users=230, opportunities=500) as emu,
+        cf.Client(api_key=emu.api_key, base_url=emu.base_url) as client,
+    ):
+        emu.clear_log()
+        users = await client.users()
+        pages = [entry for entry in emu.log if entry.path == "/api/v1/user/"]
+    assert [user.id for user in users] == [user.id for user in emu.dataset.users]
+    assert len(pages) == 3
