@@ -77,12 +77,13 @@ from closefunnel.emulator._app import STATE_KEY, EmulatorState, LogEntry, make_a
 from closefunnel.emulator._cli import main
 from closefunnel.emulator._config import ALL_FAULTS, FAULT_KINDS, EmulatorConfig
 from closefunnel.emulator._data import Dataset, build_dataset
-from closefunnel.emulator._server import Emulator
+from closefunnel.emulator._server import BackgroundEmulator, Emulator
 
 __all__ = [
     "ALL_FAULTS",
     "FAULT_KINDS",
     "STATE_KEY",
+    "BackgroundEmulator",
     "Dataset",
     "Emulator",
     "EmulatorConfig",

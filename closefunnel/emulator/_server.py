@@ -9,6 +9,8 @@ stops within a fraction of a second even with slow or stalled responses in fligh
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from types import TracebackType
 
 from aiohttp import web
@@ -17,7 +19,7 @@ from closefunnel.emulator._app import OAUTH_KEY_ID, EmulatorState, LogEntry, mak
 from closefunnel.emulator._config import EmulatorConfig
 from closefunnel.emulator._data import Dataset
 
-__all__ = ["Emulator"]
+__all__ = ["BackgroundEmulator", "Emulator"]
 
 #: How long close() lets in-flight handlers finish before cancelling them.
 _SHUTDOWN_TIMEOUT = 0.25
@@ -145,3 +147,35 @@ class Emulator:
     def __repr__(self) -> str:
         where = self.base_url if self._port is not None and self._runner else "not running"
         return f"<Emulator {self.config.dataset} seed={self.config.seed} {where}>"
+
+
+class BackgroundEmulator:
+    """
+    An :class:`Emulator` serving from its own event loop in a daemon thread.
+
+    For code under test that runs its own event loop (a CLI calling ``asyncio.run``, a
+    synchronous test suite): ``with BackgroundEmulator(config) as emu:`` gives the running
+    emulator, whose ``base_url`` and ``api_key`` work from any thread.
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None, *, timeout: float = 10.0) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="closefunnel-emulator", daemon=True
+        )
+        self._timeout = timeout
+        self.emulator = Emulator(config)
+
+    def __enter__(self) -> Emulator:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.emulator.start(), self._loop).result(self._timeout)
+        return self.emulator
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            future = asyncio.run_coroutine_threadsafe(self.emulator.close(), self._loop)
+            future.result(self._timeout)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(self._timeout)
+            self._loop.close()

@@ -8,7 +8,6 @@ the emulator serves from its own event loop in a background thread.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -18,32 +17,12 @@ import pytest
 
 import closefunnel as cf
 from closefunnel._cli import main
-from closefunnel.emulator import Emulator, EmulatorConfig
+from closefunnel.emulator import BackgroundEmulator, Emulator, EmulatorConfig
 
 T = TypeVar("T")
 
 NOW = datetime(2026, 11, 18, 15, 30, tzinfo=UTC)
 NOW_ISO = "2026-11-18T15:30:00+00:00"
-
-
-class ThreadedEmulator:
-    """An Emulator running on an event loop in a daemon thread."""
-
-    def __init__(self, config: EmulatorConfig) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.emu = Emulator(config)
-
-    def __enter__(self) -> Emulator:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.emu.start(), self.loop).result(10)
-        return self.emu
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.emu.close(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @attrs.frozen
@@ -57,7 +36,7 @@ class Run:
 
 @pytest.fixture(name="emu", scope="module")
 def _emu() -> Iterator[Emulator]:
-    with ThreadedEmulator(EmulatorConfig(now=NOW, opportunities=3_000)) as emu:
+    with BackgroundEmulator(EmulatorConfig(now=NOW, opportunities=3_000)) as emu:
         yield emu
 
 

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import logging
 import socket
-import threading
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -19,7 +18,7 @@ import uvicorn
 import closefunnel as cf
 from closefunnel._cli import main
 from closefunnel._sansio import build_totals_request
-from closefunnel.emulator import Emulator, EmulatorConfig
+from closefunnel.emulator import BackgroundEmulator, Emulator, EmulatorConfig
 from closefunnel.fastapi import create_app
 
 EmulatorFactory = Callable[..., AbstractAsyncContextManager[Emulator]]
@@ -127,26 +126,6 @@ async def test_library_never_shows_the_secret(
     assert scan.check(caplog.records) > 10_000
 
 
-class _ThreadedEmulator:
-    """An emulator serving from its own event loop in a thread, for the CLI's asyncio.run."""
-
-    def __init__(self, config: EmulatorConfig) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.emu = Emulator(config)
-
-    def __enter__(self) -> Emulator:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.emu.start(), self.loop).result(10)
-        return self.emu
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.emu.close(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
 def test_cli_never_shows_the_secret(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -162,9 +141,9 @@ def test_cli_never_shows_the_secret(
     limited = EmulatorConfig(opportunities=2_000, seed=5, rps=0.01, window=300.0)
     runs: list[tuple[list[str], int]] = []
     with (
-        _ThreadedEmulator(config) as emu,
-        _ThreadedEmulator(faulty) as bad,
-        _ThreadedEmulator(limited) as slow,
+        BackgroundEmulator(config) as emu,
+        BackgroundEmulator(faulty) as bad,
+        BackgroundEmulator(limited) as slow,
     ):
         key = emu.api_key
         wrong = key.partition(".")[0] + "." + WRONG_SECRET
