@@ -93,46 +93,50 @@ class UsageError(Exception):
 # -- the parser ----------------------------------------------------------------------------
 
 
-def _aware(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 datetime") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone (e.g. Z or +02:00)")
-    return value
+def _argument(
+    convert: Callable[[str], T], what: str, check: Callable[[str, T], str | None]
+) -> Callable[[str], T]:
+    """An argparse ``type=``: *convert*, then *check* (a message when the value is bad)."""
+
+    def parse(text: str) -> T:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        problem = check(text, value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    return parse
 
 
-def _hours(text: str) -> float:
-    try:
-        hours = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of hours") from None
+def _tz_problem(_: str, hours: float) -> str | None:
     try:
         format_tz_offset(hours)
     except InvalidQueryError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return hours
+        return str(exc)
+    return None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text!r}")
-    return value
+_aware = _argument(
+    datetime.fromisoformat,
+    "an ISO 8601 datetime",
+    lambda text, value: (
+        None if value.tzinfo is not None else f"{text!r} needs a time zone (e.g. Z or +02:00)"
+    ),
+)
+_hours = _argument(float, "a number of hours", _tz_problem)
+_positive_int = _argument(
+    int, "a whole number", lambda _, value: None if value >= 1 else f"must be >= 1, got {value}"
+)
+_seconds = _argument(
+    float,
+    "a number of seconds",
+    lambda text, value: (
+        None if math.isfinite(value) and value >= 0 else f"must be >= 0 seconds, got {text!r}"
+    ),
+)
 
 
 def _connection_options() -> argparse.ArgumentParser:
