@@ -77,6 +77,7 @@ from closefunnel.emulator._app import STATE_KEY, EmulatorState, LogEntry, make_a
 from closefunnel.emulator._cli import main
 from closefunnel.emulator._config import ALL_FAULTS, FAULT_KINDS, EmulatorConfig
 from closefunnel.emulator._data import Dataset, build_dataset
+from closefunnel.emulator._log import RequestLog
 from closefunnel.emulator._server import BackgroundEmulator, Emulator
 
 __all__ = [
@@ -89,6 +90,7 @@ __all__ = [
     "EmulatorConfig",
     "EmulatorState",
     "LogEntry",
+    "RequestLog",
     "build_dataset",
     "main",
     "make_app",

@@ -26,14 +26,13 @@ import attrs
 import orjson
 from aiohttp import web
 
-from closefunnel._convert import encode_totals_csv
-from closefunnel._models import FunnelTotals, UserFunnelMetrics
-from closefunnel._sansio import endpoint_group
 from closefunnel.emulator._config import EmulatorConfig
+from closefunnel.emulator._csv import totals_csv
 from closefunnel.emulator._data import Dataset, build_dataset
 from closefunnel.emulator._faults import FaultPlan
 from closefunnel.emulator._funnel import FunnelIndex, ResolvedReport, resolve
-from closefunnel.emulator._limiter import Decision, RateLimiter
+from closefunnel.emulator._limiter import Decision, RateLimiter, endpoint_group
+from closefunnel.emulator._log import LogEntry, RequestLog
 from closefunnel.emulator._validate import ValidationFailure, parse_report_body, parse_tz_offset
 
 __all__ = ["STATE_KEY", "EmulatorState", "LogEntry", "make_app"]
@@ -49,29 +48,6 @@ _UNAUTHORIZED: Final = (
 _CACHE_SIZE: Final = 4096
 #: The key id logged and rate-limited for requests made with the OAuth token.
 OAUTH_KEY_ID: Final = "oauth"
-
-
-@attrs.frozen(kw_only=True)
-class LogEntry:
-    """
-    One request as the emulator saw it.
-
-    Attributes:
-        time: ``time.monotonic()`` at arrival (the clock of asyncio's ``loop.time()``).
-        key_id: The ``api_<id>`` part of the key (never the secret), ``"oauth"`` for the
-            Bearer token, None when unauthenticated.
-        method: HTTP method.
-        path: URL path.
-        status: Status sent; 0 while in flight and for ``reset`` faults (nothing sent).
-        fault: The injected fault kind, or None.
-    """
-
-    time: float
-    key_id: str | None
-    method: str
-    path: str
-    status: int
-    fault: str | None
 
 
 @attrs.frozen
@@ -95,7 +71,7 @@ class EmulatorState:
     index: FunnelIndex
     limiter: RateLimiter | None
     faults: FaultPlan
-    log: list[LogEntry] = attrs.field(factory=list)
+    log: RequestLog = attrs.field(factory=lambda: RequestLog(100_000))
     internal_errors: list[BaseException] = attrs.field(factory=list)
     clock: Callable[[], float] = time.monotonic
     _key_ids: dict[str, str] = attrs.field(factory=dict, repr=False)
@@ -125,6 +101,7 @@ class EmulatorState:
             index=FunnelIndex(dataset),
             limiter=limiter,
             faults=FaultPlan(rate=config.fault_rate, kinds=config.faults, seed=config.seed),
+            log=RequestLog(config.log_limit),
         )
         state._key_ids = {key: key.partition(".")[0] for key in dataset.api_keys}
         state._latency_rng = random.Random(f"closefunnel-emulator-latency-{config.seed}")
@@ -176,10 +153,7 @@ class EmulatorState:
         if csv:
             rows = report["data"]
             assert isinstance(rows, list)
-            totals = FunnelTotals(
-                aggregations=None, data=tuple(UserFunnelMetrics(**row) for row in rows)
-            )
-            body = encode_totals_csv(totals).encode()
+            body = totals_csv(rows)
         else:
             body = orjson.dumps(report)
         self._cache[key] = body
@@ -369,8 +343,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         fault=None,
     )
     log = state.log
-    slot = len(log)
-    log.append(entry)
+    ticket = log.open(entry)
     status, fault = 0, None
     try:
         delay = state.delay()
@@ -382,7 +355,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         else:
             decision = None
             if state.limiter is not None:
-                group = endpoint_group(request.method, rel if rel is not None else path)
+                group = endpoint_group(request.method, path)
                 decision = state.limiter.check(key_id, group, arrived)
                 headers = _rate_headers(state.config.header_style, decision)
             if decision is not None and not decision.allowed:
@@ -415,7 +388,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         status = reply.status
         return await _write(request, state, reply, fault)
     finally:
-        log[slot] = attrs.evolve(entry, status=status, fault=fault)
+        log.finish(ticket, attrs.evolve(entry, status=status, fault=fault))
 
 
 def make_app(*, config: EmulatorConfig, state: EmulatorState | None = None) -> web.Application:

@@ -142,6 +142,12 @@ class EmulatorConfig:
         host: Interface to bind; loopback unless you really mean otherwise.
         port: TCP port; 0 picks a free one.
         max_body: Largest accepted request body in bytes (larger gets 413).
+        log_limit: Most requests kept in ``Emulator.log``; the oldest are dropped, so a
+            long-running emulator's memory stays bounded (about 100 bytes an entry).
+        header_timeout: Seconds a connection may take to send a request's line and
+            headers (counted from its first byte, or from the connect for the first
+            request); a client that never finishes them is disconnected, so stalled or
+            hostile clients cannot hold connections open.
     """
 
     dataset: DatasetName = attrs.field(default="demo", validator=_one_of(DATASETS))
@@ -167,6 +173,8 @@ class EmulatorConfig:
     host: str = "127.0.0.1"
     port: int = attrs.field(default=0, validator=_int_at_least(0, 65_535))
     max_body: int = attrs.field(default=1 << 20, validator=_int_at_least(1))
+    log_limit: int = attrs.field(default=100_000, validator=_int_at_least(1))
+    header_timeout: float = attrs.field(default=10.0, validator=_finite(minimum=0, strict=True))
 
     def __attrs_post_init__(self) -> None:
         if self.fault_rate > 0 and not self.faults:

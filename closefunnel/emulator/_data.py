@@ -11,6 +11,7 @@ for demos, tests and benchmarks. Same seed, same data: everything random comes f
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Sequence
@@ -144,6 +145,15 @@ class Organization:
     name: str
 
 
+def _by_creation(
+    _: object, attribute: attrs.Attribute[tuple[Opportunity, ...]], value: tuple[Opportunity, ...]
+) -> None:
+    # The report index relies on this order instead of sorting every series again.
+    for before, after in itertools.pairwise(value):
+        if after.created < before.created:
+            raise ValueError(f"{attribute.name} must be sorted by creation time")
+
+
 @attrs.frozen(kw_only=True)
 class Dataset:
     """
@@ -159,7 +169,7 @@ class Dataset:
     users: tuple[UserData, ...]
     groups: tuple[Group, ...]
     saved_searches: tuple[SavedSearch, ...]
-    opportunities: tuple[Opportunity, ...] = attrs.field(repr=False)
+    opportunities: tuple[Opportunity, ...] = attrs.field(repr=False, validator=_by_creation)
 
     def pipeline(self, pipeline_id: str) -> PipelineData | None:
         """The pipeline with *pipeline_id*, or None."""
@@ -187,13 +197,12 @@ class Dataset:
         return frozenset(out)
 
 
-def _credentials(seed: int) -> tuple[random.Random, tuple[str, ...], str]:
+def _credentials(seed: int, count: int) -> tuple[tuple[str, ...], str]:
+    """*count* API keys and the OAuth token, from their own seeded stream (token first)."""
     rng = random.Random(f"closefunnel-emulator-keys-{seed}")
-    return rng, (), make_id(rng, "oauth", 40)
-
-
-def _keys(rng: random.Random, count: int) -> tuple[str, ...]:
-    return tuple(f"{make_id(rng, 'api')}.{make_id(rng, 'sk', 22)[3:]}" for _ in range(count))
+    token = make_id(rng, "oauth", 40)
+    keys = tuple(f"{make_id(rng, 'api')}.{make_id(rng, 'sk', 22)[3:]}" for _ in range(count))
+    return keys, token
 
 
 def build_dataset(config: EmulatorConfig, *, now: datetime | None = None) -> Dataset:
@@ -220,8 +229,7 @@ def _utc(text: str) -> datetime:
 
 
 def _docs_example(config: EmulatorConfig, now: datetime) -> Dataset:
-    rng, _, token = _credentials(config.seed)
-    keys = _keys(rng, config.keys)
+    keys, token = _credentials(config.seed, config.keys)
     other_user = "user_3bYwLdQzH8sJt1mR0aKc5FvE7gXo2NpU9iTy4WqZ6eD"
     pipeline = PipelineData(
         id=_DOCS_PIPELINE,
@@ -366,8 +374,7 @@ _YEARS: Final = 3
 
 
 def _demo(config: EmulatorConfig, now: datetime) -> Dataset:
-    rng, _, token = _credentials(config.seed)
-    keys = _keys(rng, config.keys)
+    keys, token = _credentials(config.seed, config.keys)
     rng = random.Random(f"closefunnel-emulator-demo-{config.seed}")
     org = Organization(id=make_id(rng, "orga"), name="Demo Org")
 

@@ -48,10 +48,6 @@ class FaultPlan:
         if n:
             self._scripts.append(Script(n, kind, path))
 
-    def clear(self) -> None:
-        """Drop every pending script."""
-        self._scripts.clear()
-
     def draw(self, path: str) -> str | None:
         """The fault for the next request to *path*, or None."""
         roll = self._rng.random()

@@ -25,6 +25,9 @@ import attrs
 from closefunnel.emulator._data import Dataset, Opportunity
 
 __all__ = [
+    "RELATIVE_RANGES",
+    "REPORT_TYPES",
+    "SAME_DAYS_RANGES",
     "ComparedKind",
     "DatetimeRange",
     "FunnelIndex",
@@ -105,6 +108,25 @@ def _month_start(year: int, month: int) -> datetime:
     return datetime(year, month, 1)
 
 
+#: The report types of Close's docs page.
+REPORT_TYPES: Final[tuple[str, ...]] = ("active-stage-cohort", "created-cohort")
+#: The relative range names of Close's docs page, in its order; :func:`resolve_relative`
+#: gives each its calendar period.
+RELATIVE_RANGES: Final[tuple[str, ...]] = (
+    "today",
+    "this-week",
+    "this-month",
+    "this-quarter",
+    "this-year",
+    "yesterday",
+    "last-week",
+    "last-month",
+    "last-quarter",
+    "last-year",
+    "all-time",
+)
+
+
 def resolve_relative(name: str, now: datetime, tz_hours: float = 0.0) -> Interval:
     """
     The calendar period *name* around *now*, in the zone *tz_hours* east of UTC.
@@ -159,6 +181,8 @@ _SAME_DAYS: Final = {
     "same-days-last-quarter": (3, 0),
     "same-days-last-year": (12, 0),
 }
+#: The names ``compared_datetime_range`` accepts (Close's docs page), shortest shift first.
+SAME_DAYS_RANGES: Final[tuple[str, ...]] = tuple(_SAME_DAYS)
 
 
 def shift_same_days(base: DatetimeRange, name: str, tz_hours: float = 0.0) -> DatetimeRange:
@@ -349,12 +373,11 @@ class FunnelIndex:
             for oid in search.opportunity_ids:
                 searches_of[oid].append(search.id)
         groups: defaultdict[tuple[str, str | None, str], list[Opportunity]] = defaultdict(list)
-        for opp in dataset.opportunities:  # already sorted by creation
+        # The dataset holds opportunities sorted by creation, so every group is too.
+        for opp in dataset.opportunities:
             groups[(opp.pipeline_id, None, opp.user_id)].append(opp)
             for sid in searches_of.get(opp.id, ()):
                 groups[(opp.pipeline_id, sid, opp.user_id)].append(opp)
-        for opps in groups.values():
-            opps.sort(key=lambda o: o.created)
         self._series = {key: _Series(opps) for key, opps in groups.items()}
 
     def report(self, spec: ResolvedReport) -> dict[str, object]:

@@ -11,11 +11,25 @@ limit it's closest to hitting" (https://developer.close.com/api/overview/rate-li
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Final, Literal
 
 import attrs
 
-__all__ = ["Bucket", "Decision", "RateLimiter"]
+__all__ = ["Bucket", "Decision", "RateLimiter", "endpoint_group"]
+
+_API_ROOT: Final = "/api/v1/"
+
+
+def endpoint_group(method: str, path: str) -> str:
+    """
+    The bucket name Close throttles *path* under: the method and the first two path
+    segments below ``/api/v1/`` (``POST report/funnel``) -- Close's blog says groups are
+    "URL prefix and request method". A path outside the API root is grouped by its own
+    first two segments.
+    """
+    rel = path[len(_API_ROOT) :] if path.startswith(_API_ROOT) else path
+    segments = [part for part in rel.split("/") if part][:2]
+    return f"{method.upper()} {'/'.join(segments)}"
 
 
 @attrs.define

@@ -15,9 +15,11 @@ from types import TracebackType
 
 from aiohttp import web
 
-from closefunnel.emulator._app import OAUTH_KEY_ID, EmulatorState, LogEntry, make_app
+from closefunnel.emulator._app import OAUTH_KEY_ID, EmulatorState, make_app
 from closefunnel.emulator._config import EmulatorConfig
 from closefunnel.emulator._data import Dataset
+from closefunnel.emulator._deadline import SERVER_LOG, DeadlineSite
+from closefunnel.emulator._log import RequestLog
 
 __all__ = ["BackgroundEmulator", "Emulator"]
 
@@ -46,10 +48,17 @@ class Emulator:
         if self._runner is not None:
             raise RuntimeError("the emulator is already running")
         app = make_app(config=self.config, state=self._state)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT, logger=SERVER_LOG
+        )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.config.host, self.config.port)
+            site = DeadlineSite(
+                runner,
+                self.config.host,
+                self.config.port,
+                header_timeout=self.config.header_timeout,
+            )
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -124,8 +133,11 @@ class Emulator:
         return self._state
 
     @property
-    def log(self) -> list[LogEntry]:
-        """Every request so far, in arrival order (status 0 while in flight)."""
+    def log(self) -> RequestLog:
+        """
+        The requests so far, in arrival order (status 0 while in flight): the newest
+        ``config.log_limit`` of them (``log.dropped`` counts the older ones let go).
+        """
         return self._state.log
 
     @property
@@ -135,7 +147,7 @@ class Emulator:
 
     def clear_log(self) -> None:
         """Forget the requests logged so far."""
-        self._state.log = []
+        self._state.log.clear()
 
     def fail_next(self, n: int, kind: str, *, path: str | None = None) -> None:
         """

@@ -13,8 +13,15 @@ import math
 from datetime import datetime
 from typing import Any, Final
 
-from closefunnel._query import RELATIVE_RANGES, REPORT_TYPES, SAME_DAYS_RANGES
-from closefunnel.emulator._funnel import ComparedKind, DatetimeRange, RangeValue, ReportRequest
+from closefunnel.emulator._funnel import (
+    RELATIVE_RANGES,
+    REPORT_TYPES,
+    SAME_DAYS_RANGES,
+    ComparedKind,
+    DatetimeRange,
+    RangeValue,
+    ReportRequest,
+)
 
 __all__ = ["BODY_FIELDS", "ValidationFailure", "parse_report_body", "parse_tz_offset"]
 
