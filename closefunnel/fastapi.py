@@ -29,15 +29,19 @@ from __future__ import annotations
 try:
     # The real packages: absolute imports, so ``fastapi`` here is not this module.
     import pydantic
-    from fastapi import APIRouter, Depends, FastAPI, Query, Request
+    from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
+    from starlette.types import ASGIApp, Receive, Scope, Send
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
     raise ImportError(
         "closefunnel.fastapi needs FastAPI: pip install 'closefunnel[fastapi]'"
     ) from exc
 
+import hmac
 import math
 import os
+import re
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any, Final, Literal
@@ -58,15 +62,21 @@ from closefunnel._models import FunnelTotals, Pipeline
 from closefunnel._query import FunnelQuery, parse_compared, parse_range, validate_compared
 
 __all__ = [
+    "MAX_COMPARED",
+    "MAX_USERS",
     "ClientFactory",
+    "ErrorBody",
     "FunnelService",
     "add_exception_handlers",
+    "bearer_dependency",
     "client_lifespan",
     "create_app",
     "error_response",
     "get_client",
     "get_service",
+    "make_router",
     "router",
+    "validation_error_response",
 ]
 
 #: Makes the app's client at startup (it is opened and closed by the lifespan).
@@ -181,11 +191,25 @@ def get_client(request: Request) -> Client:
 
 
 class ErrorBody(pydantic.BaseModel):
-    """What every closefunnel error response carries."""
+    """
+    What every error response carries, 401, 404, 422, 502 and 503 alike.
 
-    detail: str
-    error: str
-    field: str | None = None
+    A 422 has this shape whatever refused the request: FastAPI's own parameter checks,
+    closefunnel's query rules or a per-request cap.
+    """
+
+    detail: str = pydantic.Field(description="What went wrong, in one or a few sentences")
+    error: str = pydantic.Field(
+        description="The error's kind: a closefunnel exception class name such as "
+        "InvalidQueryError, NotFoundError or RateLimitedError, or Unauthorized"
+    )
+    field: str | None = pydantic.Field(
+        default=None, description="The parameter at fault, when one is"
+    )
+
+
+#: Longest ``detail`` of a 422 built from FastAPI's parameter checks.
+_MAX_DETAIL: Final = 1_000
 
 
 def error_response(exc: CloseFunnelError) -> JSONResponse:
@@ -205,14 +229,131 @@ def error_response(exc: CloseFunnelError) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+def validation_error_response(exc: RequestValidationError) -> JSONResponse:
+    """
+    FastAPI's parameter errors in the :class:`ErrorBody` shape (``InvalidQueryError``).
+
+    Only the parameter names and pydantic's messages are kept, never the input values,
+    and the text is bounded.
+    """
+    parts: list[str] = []
+    field: str | None = None
+    problems = exc.errors()
+    for problem in problems[:5]:
+        where = [str(part)[:40] for part in problem.get("loc", ()) if part not in _LOC_KINDS]
+        name = ".".join(where) or "request"
+        field = field or name
+        parts.append(f"{name}: {str(problem.get('msg', 'invalid'))[:200]}")
+    if len(problems) > 5:
+        parts.append(f"and {len(problems) - 5} more")
+    body = ErrorBody(
+        detail="; ".join(parts)[:_MAX_DETAIL] or "invalid request",
+        error=InvalidQueryError.__name__,
+        field=field,
+    )
+    return JSONResponse(body.model_dump(), status_code=422)
+
+
+_LOC_KINDS: Final = frozenset({"query", "path", "header", "cookie", "body"})
+
+
 def add_exception_handlers(app: FastAPI) -> None:
-    """Map :class:`CloseFunnelError` raised by your own routes to HTTP the same way."""
+    """
+    Map :class:`CloseFunnelError` raised by your own routes to HTTP the same way, and
+    give FastAPI's own 422s the same :class:`ErrorBody` shape.
+    """
 
     async def handle(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, CloseFunnelError)
         return error_response(exc)
 
+    async def handle_validation(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return validation_error_response(exc)
+
+    async def handle_unauthorized(_: Request, exc: Exception) -> Response:
+        return _unauthorized()
+
     app.add_exception_handler(CloseFunnelError, handle)
+    app.add_exception_handler(RequestValidationError, handle_validation)
+    app.add_exception_handler(_Unauthorized, handle_unauthorized)
+
+
+# -- the callers' bearer token ---------------------------------------------------------------
+
+_UNAUTHORIZED: Final = ErrorBody(
+    detail="this API needs 'Authorization: Bearer <token>'", error="Unauthorized"
+).model_dump()
+
+
+def _check_token(token: object) -> None:
+    if not isinstance(token, str) or not token:
+        raise InvalidQueryError("token must be a non-empty string", field="token")
+    if any(ch.isspace() or not ch.isprintable() for ch in token) or not token.isascii():
+        raise InvalidQueryError(
+            "token must be printable ASCII without spaces (it travels in a header)",
+            field="token",
+        )
+
+
+def _authorized(header: str | None, token: bytes) -> bool:
+    scheme, _, value = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # Constant time, so the token cannot be guessed byte by byte from response times.
+    return hmac.compare_digest(value.strip().encode("utf-8", "replace"), token)
+
+
+def _unauthorized() -> JSONResponse:
+    return JSONResponse(_UNAUTHORIZED, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+def bearer_dependency(token: str) -> Callable[[Request], None]:
+    """A route dependency that refuses requests without ``Authorization: Bearer <token>``."""
+    _check_token(token)
+    expected = token.encode()
+
+    def check(request: Request) -> None:
+        if not _authorized(request.headers.get("Authorization"), expected):
+            raise _Unauthorized
+
+    return check
+
+
+class _Unauthorized(HTTPException):
+    """
+    Raised by :func:`bearer_dependency`: 401 in :class:`ErrorBody` shape with
+    :func:`add_exception_handlers`, FastAPI's ``{"detail": ...}`` without.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(401, _UNAUTHORIZED["detail"], headers={"WWW-Authenticate": "Bearer"})
+
+
+class _BearerGate:
+    """
+    ASGI middleware: every HTTP request but *open_paths* needs the bearer token.
+
+    A middleware rather than a route dependency, so the OpenAPI document and the docs
+    pages are covered too.
+    """
+
+    def __init__(self, app: ASGIApp, *, token: str, open_paths: frozenset[str]) -> None:
+        self.app = app
+        self._token = token.encode()
+        self._open = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self._open:
+            header = None
+            for name, value in scope.get("headers", ()):
+                if name == b"authorization":
+                    header = value.decode("latin-1")
+                    break
+            if not _authorized(header, self._token):
+                await _unauthorized()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 # -- response shapes, for the OpenAPI schema -----------------------------------------------
@@ -315,11 +456,34 @@ class PipelineModel(pydantic.BaseModel):
     statuses: list[PipelineStatusModel]
 
 
+class FunnelResponse(pydantic.RootModel[FunnelComparisonModel | FunnelTotalsModel]):
+    """The comparison when ``compare`` is given, else the base report's totals."""
+
+
+class PipelineList(pydantic.RootModel[list[PipelineModel]]):
+    """Every pipeline of the organization."""
+
+
 # -- the router ----------------------------------------------------------------------------
 
+#: Most compared ranges one ``/funnel`` request may ask for. Each is one more report
+#: fetched from Close with the app's key, so without a cap one request could spend the
+#: key's whole rate budget (300 ``compare=`` values were 301 upstream requests).
+MAX_COMPARED: Final = 4
+#: Most ``users`` ids one ``/funnel`` request may list (Close's own page lists 2).
+MAX_USERS: Final = 100
+
 _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    401: {
+        "model": ErrorBody,
+        "description": "Missing or wrong bearer token (only when the app has a token)",
+    },
     404: {"model": ErrorBody, "description": "Unknown pipeline or saved search"},
-    422: {"model": ErrorBody, "description": "Invalid query (the message names the value)"},
+    422: {
+        "model": ErrorBody,
+        "description": "Invalid request: a bad or unknown parameter, or past a cap "
+        "(``field`` names the parameter)",
+    },
     502: {"model": ErrorBody, "description": "Close failed or could not be reached"},
     503: {
         "model": ErrorBody,
@@ -327,87 +491,231 @@ _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     },
 }
 
-router = APIRouter(tags=["closefunnel"])
-
-Service = Annotated[FunnelService, Depends(get_service)]
-
 
 def _json(value: object) -> Response:
     return Response(CONVERTER.dumps(value), media_type="application/json")
 
 
-@router.get(
-    "/pipelines",
-    response_model=list[PipelineModel],
-    responses={502: _ERRORS[502], 503: _ERRORS[503]},
-    summary="The organization's pipelines",
-)
-async def list_pipelines(service: Service) -> Response:
-    """Every pipeline with its statuses, for picking ids."""
-    try:
-        return _json(await service.pipelines())
-    except CloseFunnelError as exc:
-        return error_response(exc)
+def _unknown_parameters(request: Request, known: frozenset[str]) -> None:
+    unknown = sorted({name for name in request.query_params if name not in known})
+    if unknown:
+        names = ", ".join(repr(name[:40]) for name in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        allowed = ", ".join(sorted(known)) or "none"
+        raise InvalidQueryError(
+            f"unknown query parameter(s) {names}{more}; this route takes: {allowed}",
+            field=unknown[0][:40],
+            rule="unknown-parameter",
+        )
 
 
-@router.get(
-    "/funnel/{pipeline_id}",
-    response_model=FunnelComparisonModel | FunnelTotalsModel,
-    responses=_ERRORS,
-    summary="A funnel totals report, or a comparison",
+def _check_count(field: str, count: int, cap: int) -> None:
+    if count > cap:
+        raise InvalidQueryError(
+            f"{field}: at most {cap} values per request, got {count}"
+            " (each one costs requests made with the app's Close key)",
+            field=field,
+            rule="too-many",
+        )
+
+
+class HealthModel(pydantic.BaseModel):
+    """The app is up (Close is not asked)."""
+
+    status: Literal["ok"]
+
+
+_FUNNEL_PARAMETERS: Final = frozenset(
+    {"range", "compare", "type", "cohort_range", "users", "saved_search"}
 )
-async def funnel(
-    service: Service,
+
+
+Service = Annotated[FunnelService, Depends(get_service)]
+
+
+def make_router(
+    *,
+    max_compared: int = MAX_COMPARED,
+    max_users: int = MAX_USERS,
+    token: str | None = None,
+) -> APIRouter:
+    """
+    The routes (``/health``, ``/pipelines``, ``/funnel/{pipeline_id}``) with their caps.
+
+    Args:
+        max_compared: Most ``compare`` values per request (default :data:`MAX_COMPARED`).
+        max_users: Most ``users`` values per request (default :data:`MAX_USERS`).
+        token: When given, every route but ``/health`` needs ``Authorization: Bearer
+            <token>`` (401 otherwise). :func:`create_app` checks the token for the whole
+            app instead (the OpenAPI pages too), so pass it there when you use it.
+
+    Past a cap the answer is 422 and nothing is asked of Close.
+    """
+    _check_cap("max_compared", max_compared)
+    _check_cap("max_users", max_users)
+    dependencies = [] if token is None else [Depends(bearer_dependency(token))]
+    api = APIRouter(tags=["closefunnel"])
+
+    @api.get(
+        "/health",
+        response_model=HealthModel,
+        summary="Liveness, for load balancers",
+        responses={422: _ERRORS[422]},
+    )
+    async def health() -> Response:
+        """Always ``{"status": "ok"}`` while the app serves; needs no token."""
+        return _json({"status": "ok"})
+
+    @api.get(
+        "/pipelines",
+        response_model=PipelineList,
+        responses={code: _ERRORS[code] for code in (401, 422, 502, 503)},
+        summary="The organization's pipelines",
+        dependencies=dependencies,
+    )
+    async def list_pipelines(request: Request, service: Service) -> Response:
+        """Every pipeline with its statuses, for picking ids."""
+        try:
+            _unknown_parameters(request, frozenset())
+            return _json(await service.pipelines())
+        except CloseFunnelError as exc:
+            return error_response(exc)
+
+    @api.get(
+        "/funnel/{pipeline_id}",
+        response_model=FunnelResponse,
+        responses=_ERRORS,
+        summary="A funnel totals report, or a comparison",
+        dependencies=dependencies,
+    )
+    async def funnel(
+        request: Request,
+        service: Service,
+        pipeline_id: Annotated[
+            str,
+            Path(
+                description="The pipeline's id (``GET /pipelines`` lists them)",
+                examples=["pipe_4vukv2FUlFh9FDiVYAop1U"],
+            ),
+        ],
+        report_range: Annotated[
+            str | None,
+            Query(
+                alias="range",
+                description="Relative name (this-month, last-quarter, ...) or START..END in "
+                "ISO 8601 with zones (write ``+`` as ``%2B``, or use ``Z``); default "
+                "this-month for active-stage-cohort",
+                examples=["this-quarter"],
+            ),
+        ] = None,
+        compare: Annotated[
+            list[str],
+            Query(
+                description="Compared range (repeatable, at most max_compared): relative "
+                "name, same-days name (same-days-last-year; needs a START..END base) or "
+                "START..END",
+                examples=[["last-quarter"]],
+            ),
+        ] = [],  # noqa: B006 - FastAPI copies defaults per request
+        report_type: Annotated[
+            Literal["active-stage-cohort", "created-cohort"],
+            Query(
+                alias="type",
+                description="active-stage-cohort (opportunities active in the range) or "
+                "created-cohort (created in cohort_range)",
+                examples=["active-stage-cohort"],
+            ),
+        ] = "active-stage-cohort",
+        cohort_range: Annotated[
+            str | None,
+            Query(
+                description="Cohort range (created-cohort): same forms as range",
+                examples=["2026-11-01T00:00:00Z..2026-11-19T00:00:00Z"],
+            ),
+        ] = None,
+        users: Annotated[
+            list[str],
+            Query(
+                description="User or group ids (repeatable, at most max_users); none = all",
+                examples=[["user_N6KhMpzHRCYQHdn4gRNIFNN5JExnsrprKA6ekxM63XA"]],
+            ),
+        ] = [],  # noqa: B006
+        saved_search: Annotated[
+            str | None,
+            Query(
+                description="Saved search id: only its opportunities are counted",
+                examples=["save_ZVc26G33JTNiDNEFdZhBQAONg9cJHleAAHqBJakf239"],
+            ),
+        ] = None,
+    ) -> Response:
+        """
+        The base report and each compared report, fetched concurrently and merged (the
+        totals alone when no ``compare`` is given). Money is in cents, durations in seconds.
+        """
+        try:
+            _unknown_parameters(request, _FUNNEL_PARAMETERS)
+            _check_count("compare", len(compare), max_compared)
+            _check_count("users", len(users), max_users)
+            query, compared = _funnel_query(
+                pipeline_id, report_range, compare, report_type, cohort_range, users, saved_search
+            )
+            return _json(await service.funnel(query, compared))
+        except CloseFunnelError as exc:
+            return error_response(exc)
+
+    return api
+
+
+def _funnel_query(
     pipeline_id: str,
-    report_range: Annotated[
-        str | None,
-        Query(
-            alias="range",
-            description="Relative name (this-month, last-quarter, ...) or START..END in "
-            "ISO 8601 with zones; default this-month for active-stage-cohort",
-        ),
-    ] = None,
-    compare: Annotated[
-        list[str],
-        Query(
-            description="Compared range (repeatable): relative name, same-days name "
-            "(same-days-last-year; needs a START..END base) or START..END"
-        ),
-    ] = [],  # noqa: B006 - FastAPI copies defaults per request
-    report_type: Annotated[
-        Literal["active-stage-cohort", "created-cohort"], Query(alias="type")
-    ] = "active-stage-cohort",
-    cohort_range: Annotated[
-        str | None, Query(description="Cohort range (created-cohort): same forms as range")
-    ] = None,
-    users: Annotated[list[str], Query(description="User or group ids (repeatable)")] = [],  # noqa: B006
-    saved_search: Annotated[str | None, Query(description="Saved search id")] = None,
-) -> Response:
-    """
-    The base report and each compared report, fetched concurrently and merged (the totals
-    alone when no ``compare`` is given). Money is in cents, durations in seconds.
-    """
+    report_range: str | None,
+    compare: list[str],
+    report_type: Literal["active-stage-cohort", "created-cohort"],
+    cohort_range: str | None,
+    users: list[str],
+    saved_search: str | None,
+) -> tuple[FunnelQuery, tuple[Any, ...]]:
+    report = None if report_range is None else _range(report_range, "range")
+    if report is None and report_type == "active-stage-cohort":
+        report = "this-month"
+    query = FunnelQuery(
+        pipeline=pipeline_id,
+        type=report_type,
+        report_range=report,
+        cohort_range=None if cohort_range is None else _range(cohort_range, "cohort_range"),
+        saved_search_id=saved_search,
+        users=tuple(users),
+    )
+    compared = tuple(
+        validate_compared(query, _range(text, "compare", compared=True)) for text in compare
+    )
+    return query, compared
+
+
+def _range(text: str, field: str, *, compared: bool = False) -> Any:
     try:
-        report = None if report_range is None else parse_range(report_range, field="range", tz=None)
-        if report is None and report_type == "active-stage-cohort":
-            report = "this-month"
-        query = FunnelQuery(
-            pipeline=pipeline_id,
-            type=report_type,
-            report_range=report,
-            cohort_range=None
-            if cohort_range is None
-            else parse_range(cohort_range, field="cohort_range", tz=None),
-            saved_search_id=saved_search,
-            users=tuple(users),
-        )
-        compared = tuple(
-            validate_compared(query, parse_compared(text, field="compare", tz=None))
-            for text in compare
-        )
-        return _json(await service.funnel(query, compared))
-    except CloseFunnelError as exc:
-        return error_response(exc)
+        if compared:
+            return parse_compared(text, field=field, tz=None)
+        return parse_range(text, field=field, tz=None)
+    except InvalidQueryError as exc:
+        # An unencoded "+02:00" in a URL query arrives as " 02:00" (form encoding).
+        if re.search(r"\d \d\d:?\d\d", text):
+            raise InvalidQueryError(
+                f"{exc} (a '+' in a URL query means a space: write '+02:00' as '%2B02:00', "
+                "or give UTC with 'Z')",
+                field=exc.field,
+                rule=exc.rule,
+            ) from None
+        raise
+
+
+def _check_cap(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidQueryError(f"{name} must be an int >= 0, got {value!r}", field=name)
+
+
+#: The router with the default caps and no token, for ``app.include_router(router)``.
+router = make_router()
 
 
 def create_app(
@@ -416,20 +724,34 @@ def create_app(
     cache_ttl: float | None = None,
     prefix: str = "",
     title: str = "closefunnel",
+    token: str | None = None,
+    max_compared: int = MAX_COMPARED,
+    max_users: int = MAX_USERS,
 ) -> FastAPI:
     """
     A ready app: the lifespan, the router (under *prefix*) and the error handlers.
+
+    Args:
+        token: When given, every request but ``GET {prefix}/health`` (the OpenAPI
+            pages included) needs ``Authorization: Bearer <token>``; others get 401 with
+            ``WWW-Authenticate: Bearer``. The token is compared in constant time and
+            never logged or echoed.
+        max_compared, max_users: The per-request caps (see :func:`make_router`).
 
     ``closefunnel serve`` runs this with a 30 s cache.
     """
     from closefunnel._version import __version__
 
+    if token is not None:
+        _check_token(token)
     app = FastAPI(
         title=title,
         version=__version__,
         description="Close CRM opportunity funnel reports, base vs compared ranges.",
         lifespan=client_lifespan(client_factory, cache_ttl=cache_ttl),
     )
-    app.include_router(router, prefix=prefix)
+    app.include_router(make_router(max_compared=max_compared, max_users=max_users), prefix=prefix)
     add_exception_handlers(app)
+    if token is not None:
+        app.add_middleware(_BearerGate, token=token, open_paths=frozenset({f"{prefix}/health"}))
     return app

@@ -76,18 +76,23 @@ async def _http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture(name="serve")
 def _serve(emu: Emulator) -> ServeApp:
-    """Serve create_app() against *emu*, with client options and a cache TTL."""
+    """Serve create_app() against *emu*, with client options, a cache TTL and app options."""
 
     @asynccontextmanager
     async def start(
-        *, cache_ttl: float | None = None, base_url: str | None = None, **client: Any
+        *,
+        cache_ttl: float | None = None,
+        base_url: str | None = None,
+        app: dict[str, Any] | None = None,
+        **client: Any,
     ) -> AsyncIterator[str]:
         def factory() -> cf.Client:
             return cf.Client(
                 api_key=emu.api_key, base_url=base_url or emu.base_url, tz_offset=0, **client
             )
 
-        async with serve_app(create_app(client_factory=factory, cache_ttl=cache_ttl)) as url:
+        made = create_app(client_factory=factory, cache_ttl=cache_ttl, **(app or {}))
+        async with serve_app(made) as url:
             yield url
 
     return start
