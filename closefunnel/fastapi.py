@@ -59,7 +59,14 @@ from closefunnel._errors import (
     RateLimitedError,
 )
 from closefunnel._models import FunnelTotals, Pipeline
-from closefunnel._query import FunnelQuery, parse_compared, parse_range, validate_compared
+from closefunnel._query import (
+    RELATIVE_RANGES,
+    SAME_DAYS_RANGES,
+    FunnelQuery,
+    parse_compared,
+    parse_range,
+    validate_compared,
+)
 
 __all__ = [
     "MAX_COMPARED",
@@ -525,6 +532,13 @@ class HealthModel(pydantic.BaseModel):
     status: Literal["ok"]
 
 
+_RELATIVE: Final = "|".join(RELATIVE_RANGES)
+_SAME_DAYS: Final = "|".join(SAME_DAYS_RANGES)
+#: The forms a range may take, for the OpenAPI document (the route checks more: that
+#: START and END are ISO 8601 datetimes with zones, in order, and the pairing rules).
+_RANGE_PATTERN: Final = f"^(?:{_RELATIVE}|[0-9].*[.][.][0-9].*)$"
+_COMPARED_PATTERN: Final = f"^(?:{_RELATIVE}|{_SAME_DAYS}|[0-9].*[.][.][0-9].*)$"
+
 _FUNNEL_PARAMETERS: Final = frozenset(
     {"range", "compare", "type", "cohort_range", "users", "saved_search"}
 )
@@ -555,6 +569,24 @@ def make_router(
     _check_cap("max_users", max_users)
     dependencies = [] if token is None else [Depends(bearer_dependency(token))]
     api = APIRouter(tags=["closefunnel"])
+    # Defaults, not annotations: the caps are this call's, and annotations are only
+    # resolved in the module's globals.
+    compare_parameter: Any = Query(
+        default=[],
+        description=f"Compared range (repeatable, at most {max_compared}): relative name, "
+        "same-days name (same-days-last-year; needs a START..END base) or START..END",
+        examples=[["last-quarter"]],
+        json_schema_extra={
+            "maxItems": max_compared,
+            "items": {"type": "string", "pattern": _COMPARED_PATTERN},
+        },
+    )
+    users_parameter: Any = Query(
+        default=[],
+        description=f"User or group ids (repeatable, at most {max_users}); none = everyone",
+        examples=[["user_N6KhMpzHRCYQHdn4gRNIFNN5JExnsrprKA6ekxM63XA"]],
+        json_schema_extra={"maxItems": max_users},
+    )
 
     @api.get(
         "/health",
@@ -606,17 +638,10 @@ def make_router(
                 "ISO 8601 with zones (write ``+`` as ``%2B``, or use ``Z``); default "
                 "this-month for active-stage-cohort",
                 examples=["this-quarter"],
+                json_schema_extra={"pattern": _RANGE_PATTERN},
             ),
         ] = None,
-        compare: Annotated[
-            list[str],
-            Query(
-                description="Compared range (repeatable, at most max_compared): relative "
-                "name, same-days name (same-days-last-year; needs a START..END base) or "
-                "START..END",
-                examples=[["last-quarter"]],
-            ),
-        ] = [],  # noqa: B006 - FastAPI copies defaults per request
+        compare: list[str] = compare_parameter,
         report_type: Annotated[
             Literal["active-stage-cohort", "created-cohort"],
             Query(
@@ -631,15 +656,10 @@ def make_router(
             Query(
                 description="Cohort range (created-cohort): same forms as range",
                 examples=["2026-11-01T00:00:00Z..2026-11-19T00:00:00Z"],
+                json_schema_extra={"pattern": _RANGE_PATTERN},
             ),
         ] = None,
-        users: Annotated[
-            list[str],
-            Query(
-                description="User or group ids (repeatable, at most max_users); none = all",
-                examples=[["user_N6KhMpzHRCYQHdn4gRNIFNN5JExnsrprKA6ekxM63XA"]],
-            ),
-        ] = [],  # noqa: B006
+        users: list[str] = users_parameter,
         saved_search: Annotated[
             str | None,
             Query(
