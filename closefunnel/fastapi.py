@@ -404,9 +404,9 @@ class DateRangeModel(pydantic.BaseModel):
 class DeltaModel(pydantic.BaseModel):
     """``delta = base - compared``; ``change = delta / compared`` (a fraction), or null."""
 
-    base: float | None
-    compared: float | None
-    delta: float | None
+    base: int | float | None
+    compared: int | float | None
+    delta: int | float | None
     change: float | None
 
 

@@ -1,6 +1,11 @@
-"""The OpenAPI response models mirror the library's attrs values, field for field."""
+"""The OpenAPI response models mirror the library's attrs values, field for field, by type."""
 
 from __future__ import annotations
+
+import types
+import typing
+from datetime import datetime
+from typing import Any
 
 import attrs
 import pydantic
@@ -28,3 +33,51 @@ PAIRS = [
 def test_schema_model_has_the_same_fields(value: type, model: type[pydantic.BaseModel]) -> None:
     """A field added to or dropped from a value shows in the OpenAPI schema too."""
     assert set(model.model_fields) == {field.name for field in attrs.fields(value)}
+
+
+#: What each attrs value becomes in JSON, where the types differ in Python.
+WIRE_MODELS: dict[type, type] = dict(PAIRS)
+
+
+def _wire(annotation: Any) -> Any:
+    """*annotation* of an attrs field as the JSON response carries it, in pydantic terms."""
+    if annotation in WIRE_MODELS:
+        return WIRE_MODELS[annotation]
+    if annotation is datetime:
+        return str  # ISO 8601 text
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        item, ellipsis = typing.get_args(annotation)
+        assert ellipsis is Ellipsis
+        return list[_wire(item)]  # type: ignore[misc]
+    if origin in (types.UnionType, typing.Union):
+        return frozenset(_wire(arg) for arg in typing.get_args(annotation))
+    return annotation
+
+
+def _pydantic(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        return frozenset(_pydantic(arg) for arg in typing.get_args(annotation))
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return list[_pydantic(item)]  # type: ignore[misc]
+    return annotation
+
+
+@pytest.mark.parametrize(("value", "model"), PAIRS, ids=[value.__name__ for value, _ in PAIRS])
+def test_schema_model_has_the_same_field_types(
+    value: type, model: type[pydantic.BaseModel]
+) -> None:
+    """A field whose type changes (int to float, optional, a nested value) changes both."""
+    hints = typing.get_type_hints(value)
+    expected = {field.name: _wire(hints[field.name]) for field in attrs.fields(value)}
+    actual = {name: _pydantic(info.annotation) for name, info in model.model_fields.items()}
+    assert actual == expected
+
+
+def test_the_type_check_sees_a_difference() -> None:
+    """The mapping is not so loose that everything matches."""
+    assert _wire(int | None) != _pydantic(float | None)
+    assert _wire(tuple[cf.Pipeline, ...]) == _pydantic(list[cf_fastapi.PipelineModel])
+    assert _wire(tuple[cf.Pipeline, ...]) != _pydantic(list[cf_fastapi.PipelineStatusModel])
