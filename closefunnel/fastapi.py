@@ -44,6 +44,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta, timezone, tzinfo
 from typing import Annotated, Any, Final, Literal
 
 import attrs
@@ -540,7 +541,7 @@ _RANGE_PATTERN: Final = f"^(?:{_RELATIVE}|[0-9].*[.][.][0-9].*)$"
 _COMPARED_PATTERN: Final = f"^(?:{_RELATIVE}|{_SAME_DAYS}|[0-9].*[.][.][0-9].*)$"
 
 _FUNNEL_PARAMETERS: Final = frozenset(
-    {"range", "compare", "type", "cohort_range", "users", "saved_search"}
+    {"range", "compare", "type", "cohort_range", "users", "saved_search", "tz_offset"}
 )
 
 
@@ -667,6 +668,18 @@ def make_router(
                 examples=["save_ZVc26G33JTNiDNEFdZhBQAONg9cJHleAAHqBJakf239"],
             ),
         ] = None,
+        tz_offset: Annotated[
+            float | None,
+            Query(
+                ge=-18,
+                le=18,
+                description="Hours east of UTC (-18 to 18, to the minute) for START and END "
+                "written without a zone "
+                "(2026-11-01..2026-11-19, as the command line takes them); relative ranges "
+                "follow the app's client (its tz_offset, default UTC)",
+                examples=[2],
+            ),
+        ] = None,
     ) -> Response:
         """
         The base report and each compared report, fetched concurrently and merged (the
@@ -676,8 +689,18 @@ def make_router(
             _unknown_parameters(request, _FUNNEL_PARAMETERS)
             _check_count("compare", len(compare), max_compared)
             _check_count("users", len(users), max_users)
+            # To the minute: a float just inside the bounds must not round to a zone
+            # Python refuses (schemathesis found -23.99999999999 giving a 500).
+            zone = None if tz_offset is None else timezone(timedelta(minutes=round(tz_offset * 60)))
             query, compared = _funnel_query(
-                pipeline_id, report_range, compare, report_type, cohort_range, users, saved_search
+                pipeline_id,
+                report_range,
+                compare,
+                report_type,
+                cohort_range,
+                users,
+                saved_search,
+                zone,
             )
             return _json(await service.funnel(query, compared))
         except CloseFunnelError as exc:
@@ -694,35 +717,42 @@ def _funnel_query(
     cohort_range: str | None,
     users: list[str],
     saved_search: str | None,
+    tz: tzinfo | None,
 ) -> tuple[FunnelQuery, tuple[Any, ...]]:
-    report = None if report_range is None else _range(report_range, "range")
+    report = None if report_range is None else _range(report_range, "range", tz)
     if report is None and report_type == "active-stage-cohort":
         report = "this-month"
     query = FunnelQuery(
         pipeline=pipeline_id,
         type=report_type,
         report_range=report,
-        cohort_range=None if cohort_range is None else _range(cohort_range, "cohort_range"),
+        cohort_range=None if cohort_range is None else _range(cohort_range, "cohort_range", tz),
         saved_search_id=saved_search,
         users=tuple(users),
     )
     compared = tuple(
-        validate_compared(query, _range(text, "compare", compared=True)) for text in compare
+        validate_compared(query, _range(text, "compare", tz, compared=True)) for text in compare
     )
     return query, compared
 
 
-def _range(text: str, field: str, *, compared: bool = False) -> Any:
+def _range(text: str, field: str, tz: tzinfo | None, *, compared: bool = False) -> Any:
     try:
         if compared:
-            return parse_compared(text, field=field, tz=None)
-        return parse_range(text, field=field, tz=None)
+            return parse_compared(text, field=field, tz=tz)
+        return parse_range(text, field=field, tz=tz)
     except InvalidQueryError as exc:
         # An unencoded "+02:00" in a URL query arrives as " 02:00" (form encoding).
         if re.search(r"\d \d\d:?\d\d", text):
             raise InvalidQueryError(
                 f"{exc} (a '+' in a URL query means a space: write '+02:00' as '%2B02:00', "
                 "or give UTC with 'Z')",
+                field=exc.field,
+                rule=exc.rule,
+            ) from None
+        if tz is None and exc.rule == "timezone-aware":
+            raise InvalidQueryError(
+                f"{exc}, or give tz_offset=HOURS for the whole request",
                 field=exc.field,
                 rule=exc.rule,
             ) from None

@@ -194,6 +194,7 @@ async def test_openapi_documents_parameters_and_shape(
         "cohort_range",
         "users",
         "saved_search",
+        "tz_offset",
     }
     ok = route["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok == {"$ref": "#/components/schemas/FunnelResponse"}

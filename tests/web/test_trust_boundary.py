@@ -198,3 +198,29 @@ async def test_openapi_titles_and_parameter_docs_are_readable(
     for parameter in route["parameters"]:
         assert parameter.get("description"), parameter["name"]
         assert parameter.get("examples") or parameter["schema"].get("examples"), parameter["name"]
+
+
+async def test_tz_offset_gives_zone_less_ranges_a_zone(
+    emu: Emulator, serve: ServeApp, http: aiohttp.ClientSession
+) -> None:
+    """``range=2026-11-01..2026-11-19`` as the command line takes it, with ``tz_offset``."""
+    pipeline = emu.dataset.pipelines[0].id
+    plain = "2026-11-01..2026-11-19"
+    async with serve() as url:
+        status, body, _ = await _get(http, f"{url}/funnel/{pipeline}", {"range": plain})
+        assert status == 422
+        assert "tz_offset" in body["detail"]
+        params = {"range": plain, "tz_offset": "2"}
+        status, body, _ = await _get(http, f"{url}/funnel/{pipeline}", params)
+        assert status == 200
+        zoned = "2026-11-01T00:00:00%2B02:00..2026-11-19T00:00:00%2B02:00"
+        target = yarl.URL(f"{url}/funnel/{pipeline}?range={zoned}", encoded=True)
+        status, same, _ = await _get(http, target)
+        assert (status, same) == (200, body)
+        params = {"range": plain, "tz_offset": "-17.99999999999999"}  # rounds to the minute
+        status, _, _ = await _get(http, f"{url}/funnel/{pipeline}", params)
+        assert status == 200
+        for bad in ("18.01", "-24", "nan", "inf", "two"):
+            params = {"range": plain, "tz_offset": bad}
+            status, error, _ = await _get(http, f"{url}/funnel/{pipeline}", params)
+            assert (status, error["field"]) == (422, "tz_offset"), bad
