@@ -31,12 +31,18 @@ __all__ = ["add_arguments", "config_from_args", "main", "serve"]
 _CONFIG_OPTIONS = (
     "host", "port", "dataset", "seed", "now", "rps", "burst", "window", "org_factor",
     "header_style", "legacy_429_body", "latency", "jitter", "fault_rate", "faults",
-    "slow_delay", "users", "opportunities", "pipelines", "keys",
+    "slow_delay", "users", "opportunities", "pipelines", "keys", "log_limit", "header_timeout",
 )  # fmt: skip
 
 
 def _aware(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
+    # ArgumentTypeError, not ValueError: argparse would name this function in its message.
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 datetime (e.g. 2025-06-18T12:00Z)"
+        ) from None
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} needs a time zone (e.g. Z or +02:00)")
     return value
@@ -56,15 +62,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--host", default=d.host, help="interface to bind (default: %(default)s)")
     add("--port", type=int, default=8765, help="TCP port, 0 = any free (default: %(default)s)")
-    add("--dataset", choices=DATASETS, default=d.dataset, help="(default: %(default)s)")
+    add(
+        "--dataset",
+        choices=DATASETS,
+        default=d.dataset,
+        help="demo (seeded organization) or docs-example (default: %(default)s)",
+    )
     add("--seed", type=int, default=d.seed, help="seed for data, keys, faults, jitter")
     add("--now", type=_aware, default=None, help="fixed clock, ISO 8601 with zone")
     add("--rps", type=float, default=None, help="requests/s per key and endpoint group")
     add("--burst", type=float, default=d.burst, help="bucket size = ceil(rps*burst*window)")
     add("--window", type=float, default=d.window, help="refill window in seconds")
     add("--org-factor", type=float, default=d.org_factor, help="org limit = factor x key limit")
-    add("--header-style", choices=HEADER_STYLES, default=d.header_style)
-    add("--legacy-429-body", choices=("top", "nested"), default=None)
+    add(
+        "--header-style",
+        choices=HEADER_STYLES,
+        default=d.header_style,
+        help="rate-limit headers to send (default: %(default)s)",
+    )
+    add(
+        "--legacy-429-body",
+        choices=("top", "nested"),
+        default=None,
+        help="send the deprecated JSON body with 429s",
+    )
     add("--latency", type=float, default=d.latency, help="seconds added to every response")
     add("--jitter", type=float, default=d.jitter, help="+- uniform seconds on the latency")
     add("--fault-rate", type=float, default=d.fault_rate, help="probability of a fault")
@@ -75,10 +96,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated fault kinds (default: all of {','.join(FAULT_KINDS)})",
     )
     add("--slow-delay", type=float, default=d.slow_delay, help="seconds for slow/stall")
-    add("--users", type=int, default=d.users)
-    add("--opportunities", type=int, default=d.opportunities)
-    add("--pipelines", type=int, default=d.pipelines)
+    add("--users", type=int, default=d.users, help="users of the demo organization")
+    add("--opportunities", type=int, default=d.opportunities, help="opportunities in the demo")
+    add("--pipelines", type=int, default=d.pipelines, help="pipelines of the demo organization")
     add("--keys", type=int, default=d.keys, help="API keys of the organization")
+    add("--log-limit", type=int, default=d.log_limit, help="requests kept in the log")
+    add(
+        "--header-timeout",
+        type=float,
+        default=d.header_timeout,
+        help="seconds a client may take to send a request's headers",
+    )
 
 
 def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:

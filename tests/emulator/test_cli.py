@@ -32,14 +32,30 @@ def test_options_become_a_config() -> None:
         "--rps", "10", "--burst", "2", "--window", "4", "--header-style", "semicolon",
         "--legacy-429-body", "nested", "--latency", "0.1", "--jitter", "0.05",
         "--fault-rate", "0.2", "--faults", "500,reset", "--users", "5",
-        "--opportunities", "100", "--pipelines", "2", "--keys", "3",
+        "--opportunities", "100", "--pipelines", "2", "--keys", "3", "--log-limit", "50",
+        "--header-timeout", "2.5",
     )  # fmt: skip
     assert config == EmulatorConfig(
         port=0, dataset="docs-example", seed=3, now=datetime(2025, 1, 2, tzinfo=UTC), rps=10,
         burst=2, window=4, header_style="semicolon", legacy_429_body="nested", latency=0.1,
         jitter=0.05, fault_rate=0.2, faults=("500", "reset"), users=5, opportunities=100,
-        pipelines=2, keys=3,
+        pipelines=2, keys=3, log_limit=50, header_timeout=2.5,
     )  # fmt: skip
+
+
+def test_every_option_has_help_and_no_internal_name_leaks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for action in parser._actions:
+        if action.dest != "help":
+            assert action.help, action.dest
+    with pytest.raises(SystemExit):
+        main(["--now", "yesterday"])
+    err = capsys.readouterr().err
+    assert "'yesterday' is not an ISO 8601 datetime" in err
+    assert "_aware" not in err
 
 
 def test_bad_options_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
