@@ -224,3 +224,41 @@ async def test_tz_offset_gives_zone_less_ranges_a_zone(
             params = {"range": plain, "tz_offset": bad}
             status, error, _ = await _get(http, f"{url}/funnel/{pipeline}", params)
             assert (status, error["field"]) == (422, "tz_offset"), bad
+
+
+async def test_the_router_alone_takes_the_token_and_caps(
+    emu: Emulator,
+    http: aiohttp.ClientSession,
+    serve_app: Callable[[Any], AbstractAsyncContextManager[str]],
+) -> None:
+    """``make_router(token=..., max_compared=...)`` in a user's own app."""
+    from fastapi import FastAPI
+
+    from closefunnel.fastapi import add_exception_handlers, client_lifespan
+
+    app = FastAPI(
+        lifespan=client_lifespan(lambda: cf.Client(api_key=emu.api_key, base_url=emu.base_url))
+    )
+    app.include_router(make_router(token=TOKEN, max_compared=1), prefix="/close")
+    add_exception_handlers(app)
+
+    @app.get("/mine")
+    async def mine() -> dict[str, str]:
+        return {"open": "yes"}  # the user's own route: not the router's to guard
+
+    pipeline = emu.dataset.pipelines[0].id
+    async with serve_app(app) as url:
+        assert (await _get(http, f"{url}/close/health"))[:2] == (200, {"status": "ok"})
+        assert (await _get(http, f"{url}/mine"))[0] == 200
+        status, body, headers = await _get(http, f"{url}/close/pipelines")
+        assert (status, body["error"], headers["WWW-Authenticate"]) == (
+            401,
+            "Unauthorized",
+            "Bearer",
+        )
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        params = [("compare", "last-month"), ("compare", "last-year")]
+        status, body, _ = await _get(http, f"{url}/close/funnel/{pipeline}", params, **good)
+        assert (status, body["field"]) == (422, "compare")
+        assert _upstream(emu) == 0
+        assert (await _get(http, f"{url}/close/pipelines", **good))[0] == 200
