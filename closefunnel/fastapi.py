@@ -19,7 +19,13 @@ per request would make each one rediscover Close's limits by hitting them. The o
 cache (off unless ``cache_ttl`` is given) serves identical dashboard requests from memory
 and makes concurrent identical ones share one fetch.
 
-Errors map to HTTP: an invalid query (ours or Close's 400) is 422 with the message, an
+The web API spends the app's Close key on behalf of whoever calls it, so every request
+is bounded before anything is sent: at most :data:`MAX_COMPARED` compared ranges and
+:data:`MAX_USERS` users (configurable), no unknown parameters, and, with ``token=``, only
+callers holding the bearer token (``GET /health`` excepted, for load balancers).
+
+Errors map to HTTP, all with the :class:`ErrorBody` shape: an invalid request (FastAPI's
+parameter checks, ours, a cap, or Close's 400) is 422, a missing or wrong token 401, an
 unknown pipeline or saved search 404, Close's rate limit beyond the retry policy's
 ``max_wait`` 503 with ``Retry-After``, any other upstream failure 502.
 """
