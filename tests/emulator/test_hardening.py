@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -186,3 +190,46 @@ def test_a_dataset_out_of_creation_order_is_refused() -> None:
     dataset = build_dataset(EmulatorConfig(now=NOW, opportunities=20))
     with pytest.raises(ValueError, match="sorted by creation"):
         attrs.evolve(dataset, opportunities=dataset.opportunities[::-1])
+
+
+def test_the_served_emulator_prints_no_traceback_for_malformed_http() -> None:
+    """``python -m closefunnel.emulator`` (no logging set up): stderr stays empty."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "closefunnel.emulator",
+            "--port",
+            "0",
+            "--header-timeout",
+            "0.3",
+            "--opportunities",
+            "100",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        port = int(banner.rsplit(":", 1)[1].split("/", 1)[0])
+        for garbage in (
+            b"\x00\xff garbage\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: " + b"a" * 100_000 + b"\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: zz\r\n\r\n",
+            b"GET /api/v1/me/ HT",  # then silence: dropped after the header timeout
+        ):
+            with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+                sock.sendall(garbage)
+                while sock.recv(65536):
+                    pass  # until the emulator closes the connection
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=5)
+    assert proc.returncode == 0
+    assert "Traceback" not in err
+    assert err == ""
