@@ -56,6 +56,7 @@ from closefunnel._errors import (
 )
 from closefunnel._models import FunnelTotals, Pipeline
 from closefunnel._query import FunnelQuery, parse_compared, parse_range, validate_compared
+from closefunnel._vocabulary import API_KEY_ENV
 
 __all__ = [
     "ClientFactory",
@@ -73,7 +74,6 @@ __all__ = [
 ClientFactory = Callable[[], Client]
 
 _STATE_ATTR: Final = "closefunnel"
-API_KEY_ENV: Final = "CLOSE_API_KEY"
 
 
 # -- the shared client and cache -----------------------------------------------------------

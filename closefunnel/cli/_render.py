@@ -1,0 +1,474 @@
+"""
+Turning reports into what people read (rich tables) and what programs read (JSON, CSV).
+
+Kept apart from argument handling so every command formats numbers the same way. Close
+sends money as integer cents, durations as seconds and rates as fractions; people read
+dollars, days and percentages, so every conversion for display happens here and nowhere
+else. Machine formats keep Close's units (cents, seconds, fractions) so nothing is lost or
+rounded on the way to ``jq`` or a sheet.
+
+This is also the terminal's trust boundary. Pipeline, status and user names are typed by
+Close users into their own profiles, and error messages carry what a server (or a proxy
+pretending to be Close) sent; none of it may drive the terminal. So every string that
+came from a response goes through :func:`plain` (a ``rich.text.Text``, never parsed as
+markup, with control characters replaced by U+FFFD), and CSV text cells through
+:func:`csv_text` (formula-looking cells neutralized with a leading ``'``, as OWASP says,
+because CSV is opened in spreadsheets). A number that is not finite (a delta that
+overflowed) prints as an em dash, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Final
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from closefunnel._compare import Delta, FunnelComparison, UserDeltas
+from closefunnel._convert import csv_value
+from closefunnel._models import FunnelMetrics, FunnelTotals, Pipeline
+from closefunnel._query import DateRange, RangeSpec, format_instant
+from closefunnel._vocabulary import METRIC_NAMES
+
+__all__ = [
+    "CSV_HEADER",
+    "LOWER_IS_BETTER",
+    "METRIC_LABELS",
+    "change_text",
+    "clean",
+    "comparison_csv_rows",
+    "comparison_tables",
+    "csv_text",
+    "failures_table",
+    "format_delta",
+    "format_value",
+    "pipelines_table",
+    "plain",
+    "range_label",
+    "range_text",
+    "totals_csv_rows",
+    "totals_tables",
+    "write_csv",
+]
+
+#: What each metric is called in tables, in the order tables list them (funnel order).
+METRIC_LABELS: Final[Mapping[str, str]] = {
+    "count": "Opportunities",
+    "count_total_complete": "Completed",
+    "count_total_won": "Won",
+    "count_win_rate": "Win rate",
+    "value_total_complete": "Value completed",
+    "value_total_won": "Value won",
+    "value_win_rate": "Value win rate",
+    "average_value_annualized_per_won_opportunity": "Avg value per win",
+    "average_time_to_win": "Avg time to win",
+    "sales_velocity": "Velocity / day",
+}
+
+#: Metrics where a drop is good news, so their marks are coloured the other way round.
+LOWER_IS_BETTER: Final = frozenset({"average_time_to_win"})
+
+_MONEY: Final = frozenset(
+    {
+        "value_total_complete",
+        "value_total_won",
+        "average_value_annualized_per_won_opportunity",
+        "sales_velocity",
+    }
+)
+_RATES: Final = frozenset({"count_win_rate", "value_win_rate"})
+_DURATIONS: Final = frozenset({"average_time_to_win"})
+_NONE: Final = "\u2014"  # em dash, for "no value"
+_DASH: Final = "\u2013"  # en dash, for date spans
+_DAY: Final = 86_400
+
+#: CSV columns: the period, its range, then Close's own per-user CSV columns.
+CSV_HEADER: Final = ("period", "range", "user_id", *METRIC_NAMES)
+
+Number = int | float
+
+# C0 controls but tab and newline, DEL, C1 controls (ESC and CSI/OSC among them), and the
+# bidirectional overrides and isolates that reorder what a line appears to say.
+_CONTROL: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# In CSV, tab, CR and LF are data (quoted by the writer); the other controls are not.
+_CSV_CONTROL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# What a spreadsheet reads as the start of a formula (OWASP "CSV injection").
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+_REPLACEMENT: Final = "\ufffd"
+
+
+# -- text from the server --------------------------------------------------------------------
+
+
+def clean(text: str) -> str:
+    """*text* with every control character that could move the cursor, retitle the
+    window or open a hyperlink replaced by U+FFFD (newline and tab are kept)."""
+    return _CONTROL.sub(_REPLACEMENT, text)
+
+
+def plain(text: str, *, style: str = "") -> Text:
+    """Server text for a rich table or line: :func:`clean` and never read as markup."""
+    return Text(clean(text), style=style)
+
+
+def csv_text(text: str) -> str:
+    """
+    A CSV text cell that is safe to open in a spreadsheet.
+
+    Control characters other than tab/CR/LF are replaced; a cell that starts like a
+    formula (``=``, ``+``, ``-``, ``@``, tab, CR) gets a leading ``'`` so a spreadsheet
+    shows it as text instead of evaluating it. Only text cells go through here: numbers
+    are written as numbers, negative ones included.
+    """
+    text = _CSV_CONTROL.sub(_REPLACEMENT, text)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+# -- numbers -------------------------------------------------------------------------------
+
+
+def _money(cents: Number, *, sign: bool = False) -> str:
+    dollars = round(cents / 100)
+    prefix = ("+" if dollars > 0 else "-" if dollars < 0 else "±") if sign else ""
+    if not sign and dollars < 0:
+        prefix = "-"
+    return f"{prefix}${abs(dollars):,}"
+
+
+def _missing(value: Number | None) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+def format_value(metric: str, value: Number | None) -> str:
+    """*value* of *metric* for people: "$12,345" from cents, "34.5%", "3.2 d", "1,760".
+
+    None and non-finite numbers (an overflowed delta) are an em dash."""
+    if _missing(value):
+        return _NONE
+    assert value is not None
+    if metric in _MONEY:
+        return _money(value)
+    if metric in _RATES:
+        return f"{value * 100:.1f}%"
+    if metric in _DURATIONS:
+        return f"{value / _DAY:.1f} d"
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
+
+
+def format_delta(metric: str, value: Number | None) -> str:
+    """A signed difference: "+$1,200", "-2.5 pp" (percentage points), "+0.4 d", "+12"."""
+    if _missing(value):
+        return _NONE
+    assert value is not None
+    if metric in _MONEY:
+        return _money(value, sign=True)
+    if metric in _RATES:
+        return f"{value * 100:+.1f} pp"
+    if metric in _DURATIONS:
+        return f"{value / _DAY:+.1f} d"
+    return f"{value:+,}" if isinstance(value, int) else f"{value:+,.1f}"
+
+
+def change_text(metric: str, change: float | None) -> Text:
+    """
+    The relative change with a ▲/▼ mark, green when it is good news and red when not.
+
+    For :data:`LOWER_IS_BETTER` metrics (a longer time to win is bad) the colours swap,
+    so green always means "better" at a glance.
+    """
+    if change is None or _missing(change):
+        return Text(_NONE, style="dim")
+    if change == 0:
+        return Text("0.0%", style="dim")
+    up = change > 0
+    good = up != (metric in LOWER_IS_BETTER)
+    mark = "▲" if up else "▼"
+    return Text(f"{mark} {abs(change) * 100:,.1f}%", style="green" if good else "red")
+
+
+# -- ranges --------------------------------------------------------------------------------
+
+
+def range_text(spec: RangeSpec | None) -> str:
+    """A range as typed on the command line: its name, or ``START..END`` in ISO 8601."""
+    if spec is None:
+        return ""
+    if isinstance(spec, DateRange):
+        return f"{format_instant(spec.start)}..{format_instant(spec.end)}"
+    return spec
+
+
+def _day(value: datetime) -> str:
+    return f"{value:%b} {value.day}"
+
+
+def range_label(spec: RangeSpec | None) -> str:
+    """
+    A range for a table heading: "this month", or "Nov 1-18, 2026" for a date range.
+
+    Date ranges are half-open, so an end at midnight is shown as the day before (the
+    last day inside the range), which is how people say date ranges.
+    """
+    if spec is None:
+        return "any time"
+    if not isinstance(spec, DateRange):
+        return spec.replace("-", " ")
+    start, end = spec.start, spec.end
+    midnight = end.hour == end.minute == end.second == end.microsecond == 0
+    if not midnight or start.time() != datetime.min.time():
+        return f"{start:%Y-%m-%d %H:%M} {_DASH} {end:%Y-%m-%d %H:%M}"
+    last = end - timedelta(days=1)
+    if last.date() == start.date():
+        return f"{_day(start)}, {start.year}"
+    if (start.year, start.month) == (last.year, last.month):
+        return f"{_day(start)}{_DASH}{last.day}, {start.year}"
+    if start.year == last.year:
+        return f"{_day(start)} {_DASH} {_day(last)}, {start.year}"
+    return f"{_day(start)}, {start.year} {_DASH} {_day(last)}, {last.year}"
+
+
+# -- tables --------------------------------------------------------------------------------
+
+
+def _table(title: str) -> Table:
+    # Borderless with one space between columns: ten metrics against two periods must
+    # fit in 100 columns without truncating a number. Titles carry pipeline names.
+    return Table(
+        title=plain(title),
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        title_style="bold",
+        pad_edge=False,
+        collapse_padding=True,
+    )
+
+
+def _metric_table(title: str) -> Table:
+    table = _table(title)
+    table.add_column("Metric", no_wrap=True)
+    return table
+
+
+def _number_column(table: Table, header: str, *, style: str | None = None) -> None:
+    table.add_column(header, justify="right", no_wrap=True, style=style)
+
+
+def _header(label: str) -> str:
+    # "Nov 1-18, 2026" as two short lines keeps date columns as narrow as their numbers.
+    return label.replace(", ", "\n", 1)
+
+
+def _user_name(user_id: str, names: Mapping[str, str]) -> str:
+    return names.get(user_id, user_id)
+
+
+def _user_cell(user_id: str, names: Mapping[str, str]) -> Text:
+    return plain(_user_name(user_id, names))
+
+
+def _sort_key(value: Number | None, name: str) -> tuple[int, float, str]:
+    # Biggest first, users with nothing on the base side last, then by name.
+    return (value is None, -(value or 0), name.casefold())
+
+
+def totals_tables(
+    totals: FunnelTotals, *, title: str, user_names: Mapping[str, str] | None = None
+) -> list[Table]:
+    """One report: a table of the ten metrics, then a table per user."""
+    names = user_names or {}
+    tables: list[Table] = []
+    if totals.aggregations is not None:
+        table = _metric_table(title)
+        _number_column(table, "Value")
+        for metric in METRIC_LABELS:
+            value = getattr(totals.aggregations, metric)
+            table.add_row(METRIC_LABELS[metric], format_value(metric, value))
+        tables.append(table)
+    users = _table(f"{title}: by user")
+    users.add_column("User", no_wrap=True)
+    shown = ("count", "count_total_won", "count_win_rate", "value_total_won", "average_time_to_win")
+    for metric in shown:
+        _number_column(users, METRIC_LABELS[metric])
+    rows = sorted(
+        totals.data,
+        key=lambda row: _sort_key(row.value_total_won, _user_name(row.user_id, names)),
+    )
+    for row in rows:
+        users.add_row(
+            _user_cell(row.user_id, names),
+            *(format_value(metric, getattr(row, metric)) for metric in shown),
+        )
+    if not rows:
+        users.add_row(Text("no opportunities in scope", style="dim"), *([""] * len(shown)))
+    tables.append(users)
+    return tables
+
+
+def comparison_tables(
+    comparison: FunnelComparison,
+    *,
+    title: str,
+    base_label: str,
+    compared_labels: Sequence[str],
+    user_names: Mapping[str, str] | None = None,
+) -> list[Table]:
+    """
+    A comparison: the ten metrics against each compared period (value, Δ, % change),
+    then per user the headline numbers with the change in value won per compared period.
+    """
+    names = user_names or {}
+    periods = comparison.comparisons
+    if len(compared_labels) != len(periods):
+        raise ValueError("one compared label per compared period is needed")
+    tables: list[Table] = []
+    if comparison.base.aggregations is not None:
+        table = _metric_table(title)
+        _number_column(table, _header(base_label), style="bold")
+        for label in compared_labels:
+            _number_column(table, _header(label))
+            _number_column(table, "Δ")
+            _number_column(table, "%")
+        for metric in METRIC_LABELS:
+            cells: list[str | Text] = [
+                METRIC_LABELS[metric],
+                format_value(metric, getattr(comparison.base.aggregations, metric)),
+            ]
+            for period in periods:
+                d: Delta | None = (
+                    None if period.aggregations is None else getattr(period.aggregations, metric)
+                )
+                if d is None:
+                    cells += [_NONE, _NONE, Text(_NONE, style="dim")]
+                else:
+                    cells += [
+                        format_value(metric, d.compared),
+                        format_delta(metric, d.delta),
+                        change_text(metric, d.change),
+                    ]
+            table.add_row(*cells)
+        tables.append(table)
+    tables.append(_users_comparison_table(comparison, title, base_label, compared_labels, names))
+    return tables
+
+
+def _users_comparison_table(
+    comparison: FunnelComparison,
+    title: str,
+    base_label: str,
+    compared_labels: Sequence[str],
+    names: Mapping[str, str],
+) -> Table:
+    users = _table(f"{title}: by user, {base_label}")
+    users.add_column("User", no_wrap=True)
+    shown = ("count", "count_total_won", "count_win_rate", "value_total_won")
+    for metric in shown:
+        _number_column(users, METRIC_LABELS[metric])
+    for label in compared_labels:
+        _number_column(users, f"Value won vs\n{label}")
+    # Every user seen in any period, in a stable order: the outer join of each period
+    # already starts with the base users, so collect ids across periods.
+    order: dict[str, None] = {}
+    by_period: list[dict[str, UserDeltas]] = []
+    for period in comparison.comparisons:
+        rows = {row.user_id: row for row in period.users}
+        by_period.append(rows)
+        order.update(dict.fromkeys(rows))
+    base_rows = {row.user_id: row for row in comparison.base.data}
+    order = dict.fromkeys([*base_rows, *order])
+
+    def key(user_id: str) -> tuple[int, float, str]:
+        row = base_rows.get(user_id)
+        return _sort_key(None if row is None else row.value_total_won, _user_name(user_id, names))
+
+    for user_id in sorted(order, key=key):
+        row = base_rows.get(user_id)
+        cells: list[str | Text] = [_user_cell(user_id, names)]
+        cells += [format_value(m, None if row is None else getattr(row, m)) for m in shown]
+        for rows in by_period:
+            deltas = rows.get(user_id)
+            cells.append(
+                change_text(
+                    "value_total_won", None if deltas is None else deltas.value_total_won.change
+                )
+            )
+        users.add_row(*cells)
+    if not order:
+        users.add_row(
+            Text("no opportunities in scope", style="dim"),
+            *([""] * (len(shown) + len(compared_labels))),
+        )
+    return users
+
+
+def pipelines_table(pipelines: Iterable[Pipeline]) -> Table:
+    """The organization's pipelines with their statuses, for picking ``--pipeline`` ids."""
+    table = _table("Pipelines")
+    table.add_column("ID", no_wrap=True, style="cyan")
+    table.add_column("Name", style="bold")
+    table.add_column("Statuses")
+    for pipeline in pipelines:
+        statuses = ", ".join(f"{s.label} ({s.type})" for s in pipeline.statuses)
+        table.add_row(plain(pipeline.id), plain(pipeline.name), plain(statuses or _NONE))
+    return table
+
+
+def failures_table(failures: Iterable[tuple[str, str]]) -> Table:
+    """``(what, why)`` pairs of a bulk run's failures, listed at the end of the run."""
+    table = _table("Failed")
+    table.add_column("Query", no_wrap=True)
+    table.add_column("Error", style="red")
+    for what, why in failures:
+        table.add_row(plain(what), plain(why))
+    return table
+
+
+# -- machine formats -----------------------------------------------------------------------
+
+
+def _csv_cell(value: object) -> str:
+    return csv_text(value) if isinstance(value, str) else csv_value(value)
+
+
+def _user_rows(
+    period: str, rng: str, rows: Iterable[FunnelMetrics], prefix: Sequence[str]
+) -> list[list[str]]:
+    out: list[list[str]] = []
+    for row in rows:
+        user_id = str(getattr(row, "user_id", ""))
+        cells = [_csv_cell(getattr(row, metric)) for metric in METRIC_NAMES]
+        texts = [csv_text(text) for text in (*prefix, period, rng, user_id)]
+        out.append([*texts, *cells])
+    return out
+
+
+def totals_csv_rows(
+    totals: FunnelTotals, *, base_range: RangeSpec | None, prefix: Sequence[str] = ()
+) -> list[list[str]]:
+    """One row per user: ``base``, the range, ``user_id`` and the ten metrics in Close's units."""
+    return _user_rows("base", range_text(base_range), totals.data, prefix)
+
+
+def comparison_csv_rows(
+    comparison: FunnelComparison, *, base_range: RangeSpec | None, prefix: Sequence[str] = ()
+) -> list[list[str]]:
+    """The base period's user rows, then each compared period's (period ``compared``)."""
+    rows = totals_csv_rows(comparison.base, base_range=base_range, prefix=prefix)
+    for period in comparison.comparisons:
+        rows += _user_rows("compared", range_text(period.compared), period.totals.data, prefix)
+    return rows
+
+
+def write_csv(rows: Iterable[Sequence[str]], *, header: Sequence[str] = CSV_HEADER) -> str:
+    """CSV text with *header* first (``\\r\\n`` line ends, as Close and Excel write them)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
