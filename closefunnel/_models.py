@@ -23,6 +23,7 @@ __all__ = [
     "UserFunnelMetrics",
 ]
 
+
 @attrs.frozen(kw_only=True)
 class FunnelMetrics:
     """

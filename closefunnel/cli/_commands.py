@@ -44,9 +44,9 @@ Result = FunnelTotals | FunnelComparison
 
 
 def _write_json(console: Console, value: object, *, indent: bool = True) -> None:
-    # orjson writes NaN and infinities as null, and escapes every control character.
+    # orjson writes NaN and infinities as null; json_text escapes what it leaves raw.
     option = orjson.OPT_INDENT_2 if indent else 0
-    console.write(CONVERTER.dumps(value, option=option).decode() + "\n")
+    console.write(_render.json_text(CONVERTER.dumps(value, option=option)) + "\n")
 
 
 def _tables(
@@ -171,7 +171,7 @@ def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
                 )
                 async for item in stream:
                     if ns.format == "jsonl":
-                        console.write(orjson.dumps(_bulk_record(item)).decode() + "\n")
+                        console.write(_render.json_text(orjson.dumps(_bulk_record(item))) + "\n")
                         console.flush()
                     items.append(item)
             order = {query: index for index, query in enumerate(todo)}
@@ -181,7 +181,7 @@ def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
     items, user_names, pipeline_names = asyncio.run(run())
     if ns.format == "json":
         records = [_bulk_record(i) for i in items]
-        console.write(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode() + "\n")
+        console.write(_render.json_text(orjson.dumps(records, option=orjson.OPT_INDENT_2)) + "\n")
     elif ns.format == "csv":
         rows: list[list[str]] = []
         for item in items:

@@ -49,6 +49,7 @@ __all__ = [
     "failures_table",
     "format_delta",
     "format_value",
+    "json_text",
     "pipelines_table",
     "plain",
     "range_label",
@@ -88,6 +89,9 @@ _DURATIONS: Final = frozenset({"average_time_to_win"})
 _NONE: Final = "\u2014"  # em dash, for "no value"
 _DASH: Final = "\u2013"  # en dash, for date spans
 _DAY: Final = 86_400
+#: Beyond this, in the unit shown (dollars, percent, days, opportunities), a number is
+#: written in scientific notation.
+_HUGE: Final = 1e12
 
 #: CSV columns: the period, its range, then Close's own per-user CSV columns.
 CSV_HEADER: Final = ("period", "range", "user_id", *METRIC_NAMES)
@@ -102,6 +106,8 @@ _CSV_CONTROL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # What a spreadsheet reads as the start of a formula (OWASP "CSV injection").
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 _REPLACEMENT: Final = "\ufffd"
+# What orjson leaves raw in JSON strings but a terminal may still act on (it escapes C0).
+_JSON_UNSAFE: Final = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 # -- text from the server --------------------------------------------------------------------
@@ -131,6 +137,15 @@ def csv_text(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
+def json_text(encoded: bytes) -> str:
+    """
+    JSON text as orjson wrote it, with DEL, C1 controls and bidi overrides written as
+    ``\\uXXXX`` escapes: the same JSON to a parser, and inert on a terminal. (orjson
+    already escapes C0; outside strings JSON is plain ASCII, so this only touches strings.)
+    """
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", encoded.decode())
+
+
 # -- numbers -------------------------------------------------------------------------------
 
 
@@ -146,6 +161,31 @@ def _missing(value: Number | None) -> bool:
     return value is None or (isinstance(value, float) and not math.isfinite(value))
 
 
+def _huge(metric: str, value: Number, *, signed: bool) -> str | None:
+    """
+    Scientific notation for a number too big to print in full (a dash when scaling it
+    overflows), or None for an ordinary number: one absurd value from a server must not
+    push every other column of a table off the screen.
+    """
+    scale = 0.01 if metric in _MONEY else 100 if metric in _RATES else 1 / _DAY
+    if metric not in _MONEY | _RATES | _DURATIONS:
+        scale = 1
+    try:
+        shown = float(value) * scale
+    except OverflowError:  # an int beyond float range
+        return _NONE
+    if not math.isfinite(shown):
+        return _NONE
+    if abs(shown) < _HUGE:
+        return None
+    sign = ("+" if shown > 0 else "-") if signed else "-" if shown < 0 else ""
+    unit = "$" if metric in _MONEY else ""
+    suffix = (
+        (" pp" if signed else "%") if metric in _RATES else " d" if metric in _DURATIONS else ""
+    )
+    return f"{sign}{unit}{abs(shown):.3g}{suffix}"
+
+
 def format_value(metric: str, value: Number | None) -> str:
     """*value* of *metric* for people: "$12,345" from cents, "34.5%", "3.2 d", "1,760".
 
@@ -153,6 +193,9 @@ def format_value(metric: str, value: Number | None) -> str:
     if _missing(value):
         return _NONE
     assert value is not None
+    huge = _huge(metric, value, signed=False)
+    if huge is not None:
+        return huge
     if metric in _MONEY:
         return _money(value)
     if metric in _RATES:
@@ -167,6 +210,9 @@ def format_delta(metric: str, value: Number | None) -> str:
     if _missing(value):
         return _NONE
     assert value is not None
+    huge = _huge(metric, value, signed=True)
+    if huge is not None:
+        return huge
     if metric in _MONEY:
         return _money(value, sign=True)
     if metric in _RATES:
@@ -190,7 +236,9 @@ def change_text(metric: str, change: float | None) -> Text:
     up = change > 0
     good = up != (metric in LOWER_IS_BETTER)
     mark = "▲" if up else "▼"
-    return Text(f"{mark} {abs(change) * 100:,.1f}%", style="green" if good else "red")
+    percent = abs(change) * 100
+    shown = f"{percent:.3g}" if percent >= _HUGE else f"{percent:,.1f}"
+    return Text(f"{mark} {shown}%", style="green" if good else "red")
 
 
 # -- ranges --------------------------------------------------------------------------------
