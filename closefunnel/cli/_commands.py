@@ -33,12 +33,18 @@ from closefunnel._convert import CONVERTER
 from closefunnel._models import FunnelTotals
 from closefunnel._query import FunnelQuery, paired_range
 from closefunnel.cli import _render
-from closefunnel.cli._connection import Connection, QueryTemplate, names, open_client
+from closefunnel.cli._connection import (
+    Connection,
+    QueryTemplate,
+    failure_context,
+    names,
+    open_client,
+)
 from closefunnel.cli._console import Console
 from closefunnel.cli._failures import UsageError, failure_message
 from closefunnel.cli._status import ExitStatus
 
-__all__ = ["bulk", "emulator", "pipelines", "totals"]
+__all__ = ["bulk", "emulator", "pipelines", "totals", "users"]
 
 Result = FunnelTotals | FunnelComparison
 
@@ -106,10 +112,8 @@ def totals(ns: argparse.Namespace, console: Console) -> ExitStatus:
     elif ns.format == "csv":
         console.write(_render.write_csv(_csv_rows(result, query)))
     else:
-        out = console.rich()
         name = pipeline_names.get(query.pipeline, query.pipeline)
-        for table in _tables(result, query, pipeline_name=name, user_names=user_names):
-            out.print(table)
+        console.show(*_tables(result, query, pipeline_name=name, user_names=user_names))
     return ExitStatus.OK
 
 
@@ -189,25 +193,25 @@ def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
                 rows += _csv_rows(item.result, item.query, prefix=(item.query.pipeline,))
         console.write(_render.write_csv(rows, header=("pipeline", *_render.CSV_HEADER)))
     elif ns.format == "table":
-        out = console.rich()
+        tables: list[Table] = []
         for item in items:
             if item.result is not None:
                 name = pipeline_names.get(item.query.pipeline, item.query.pipeline)
-                for table in _tables(
+                tables += _tables(
                     item.result, item.query, pipeline_name=name, user_names=user_names
-                ):
-                    out.print(table)
+                )
+        console.show(*tables)
     failures = [
         (
             pipeline_names.get(item.query.pipeline, item.query.pipeline),
-            failure_message(item.error, base_url=connection.where),
+            failure_message(item.error, failure_context(ns)),
         )
         for item in items
         if item.error is not None
     ]
     ok = len(items) - len(failures)
     if failures:
-        err.print(_render.failures_table(failures))
+        console.show(_render.failures_table(failures), stderr=True)
     console.note(
         f"{ok} of {len(items)} reports fetched" + (f", {len(failures)} failed" if failures else "")
     )
@@ -225,8 +229,30 @@ def pipelines(ns: argparse.Namespace, console: Console) -> ExitStatus:
     found = asyncio.run(run())
     if ns.format == "json":
         _write_json(console, found)
+    elif ns.format == "csv":
+        rows = _render.pipelines_csv_rows(found)
+        console.write(_render.write_csv(rows, header=_render.PIPELINES_CSV_HEADER))
     else:
-        console.rich().print(_render.pipelines_table(found))
+        console.show(_render.pipelines_table(found))
+    return ExitStatus.OK
+
+
+def users(ns: argparse.Namespace, console: Console) -> ExitStatus:
+    """The organization's users and their ids."""
+    connection = Connection.from_args(ns).with_key()
+
+    async def run() -> list[Any]:
+        async with open_client(connection) as client:
+            return await client.users()
+
+    found = asyncio.run(run())
+    if ns.format == "json":
+        _write_json(console, found)
+    elif ns.format == "csv":
+        rows = _render.users_csv_rows(found)
+        console.write(_render.write_csv(rows, header=_render.USERS_CSV_HEADER))
+    else:
+        console.show(_render.users_table(found))
     return ExitStatus.OK
 
 

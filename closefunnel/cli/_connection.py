@@ -36,8 +36,8 @@ from closefunnel._query import (
     validate_compared,
 )
 from closefunnel._sansio import DEFAULT_BASE_URL
-from closefunnel._vocabulary import API_KEY_ENV
-from closefunnel.cli._failures import UsageError
+from closefunnel._vocabulary import API_KEY_ENV, BASE_URL_ENV
+from closefunnel.cli._failures import FailureContext, UsageError
 
 if TYPE_CHECKING:
     from closefunnel.emulator import Emulator
@@ -45,7 +45,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Connection",
     "QueryTemplate",
+    "base_url_of",
     "client_factory",
+    "failure_context",
     "local_zone",
     "names",
     "open_client",
@@ -67,6 +69,31 @@ def local_zone(now: datetime | None, tz_offset: float | None) -> timezone:
 def zone_hours(zone: timezone) -> float:
     """*zone*'s offset from UTC in hours (what ``X-TZ-Offset`` carries)."""
     return zone.utcoffset(None).total_seconds() / 3600
+
+
+def base_url_of(ns: argparse.Namespace) -> str:
+    """``--base-url``, else ``CLOSE_BASE_URL``, else Close's API root."""
+    given: str | None = getattr(ns, "base_url", None)
+    return given or os.environ.get(BASE_URL_ENV, "").strip() or DEFAULT_BASE_URL
+
+
+def failure_context(ns: argparse.Namespace) -> FailureContext:
+    """What a failure message needs to know about the command that failed."""
+    emulator = bool(getattr(ns, "emulator", False))
+    ids = tuple(
+        option
+        for option, attribute in (
+            ("--pipeline", "pipeline"),
+            ("--saved-search", "saved_search"),
+            ("--users", "users"),
+        )
+        if getattr(ns, attribute, None)
+    )
+    return FailureContext(
+        base_url="the in-process emulator" if emulator else base_url_of(ns),
+        emulator=emulator,
+        ids=ids,
+    )
 
 
 def _read_key(path: Path | None) -> str:
@@ -123,7 +150,7 @@ class Connection:
             emulator=emulator,
             now=now,
             zone=local_zone(now, ns.tz_offset),
-            base_url=ns.base_url or DEFAULT_BASE_URL,
+            base_url=DEFAULT_BASE_URL if emulator else base_url_of(ns),
             api_key_file=ns.api_key_file,
             max_concurrency=getattr(ns, "max_concurrency", 8),
         )

@@ -15,6 +15,7 @@ from typing import Final, TextIO
 
 import attrs
 from rich.console import Console as RichConsole
+from rich.console import RenderableType
 
 from closefunnel.cli._render import clean
 
@@ -60,6 +61,26 @@ class Console:
         probe = _RichConsole(file=stream)
         width = None if probe.is_terminal or "COLUMNS" in os.environ else PIPE_WIDTH
         return _RichConsole(file=stream, width=width, highlight=False, emoji=False)
+
+    def show(self, *renderables: RenderableType, stderr: bool = False) -> None:
+        """
+        Print rich renderables (tables, text) for people on ``out`` (or ``err``).
+
+        On a terminal rich draws them as usual. To a pipe or file each line ends where its
+        text does: rich pads every line to the full width, which is noise in a file and
+        breaks ``diff`` and ``grep $``.
+        """
+        console = self.rich(stderr=stderr)
+        if console.is_terminal:
+            for renderable in renderables:
+                console.print(renderable)
+            return
+        with console.capture() as captured:
+            for renderable in renderables:
+                console.print(renderable)
+        stream = self.err if stderr else self.out
+        stream.write("\n".join(line.rstrip() for line in captured.get().split("\n")))
+        stream.flush()
 
     def write(self, text: str) -> None:
         """Write data (already encoded: JSON, CSV) to ``out``."""

@@ -20,9 +20,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TextIO
 
 from closefunnel._errors import CloseFunnelError, InvalidQueryError
+from closefunnel.cli._connection import failure_context
 from closefunnel.cli._console import Console
 from closefunnel.cli._failures import UsageError, failure_message
 from closefunnel.cli._parser import build_parser
+from closefunnel.cli._render import clean
 from closefunnel.cli._status import ExitStatus
 
 __all__ = ["main"]
@@ -60,6 +62,13 @@ def main(
         return _dispatch(handler, ns, console)
 
 
+class _CleanFormatter(logging.Formatter):
+    """Log lines carry server text (error reasons): clean them like every other line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return clean(super().format(record))
+
+
 @contextlib.contextmanager
 def _logging(stream: TextIO, *, verbose: bool) -> Iterator[None]:
     """
@@ -71,7 +80,7 @@ def _logging(stream: TextIO, *, verbose: bool) -> Iterator[None]:
     handler: logging.Handler
     if verbose:
         handler = logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter("closefunnel: %(name)s: %(message)s"))
+        handler.setFormatter(_CleanFormatter("closefunnel: %(message)s"))
     else:
         handler = logging.NullHandler()
     level = logger.level
@@ -85,14 +94,6 @@ def _logging(stream: TextIO, *, verbose: bool) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _base_url_of(ns: argparse.Namespace) -> str:
-    if getattr(ns, "emulator", False):
-        return "the in-process emulator"
-    from closefunnel._sansio import DEFAULT_BASE_URL
-
-    return str(getattr(ns, "base_url", None) or DEFAULT_BASE_URL)
-
-
 def _dispatch(handler: Handler, ns: argparse.Namespace, console: Console) -> int:
     try:
         return handler(ns, console)
@@ -103,7 +104,7 @@ def _dispatch(handler: Handler, ns: argparse.Namespace, console: Console) -> int
         console.error(f"error: invalid query: {exc}")
         return ExitStatus.USAGE
     except CloseFunnelError as exc:
-        console.error(failure_message(exc, base_url=_base_url_of(ns)))
+        console.error(failure_message(exc, failure_context(ns)))
         return ExitStatus.FAILED
     except BrokenPipeError:  # `closefunnel ... | head`: the reader has all it wanted
         _silence(console.out)

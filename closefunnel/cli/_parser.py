@@ -14,6 +14,19 @@ from closefunnel.cli._args import aware_datetime, hours, non_negative_seconds, p
 __all__ = ["build_parser"]
 
 
+_VERBOSE_HELP = "log retries and rate-limit pauses to stderr"
+
+
+def _global_options() -> argparse.ArgumentParser:
+    # Accepted after the command too (`closefunnel pipelines -v`). SUPPRESS: a command
+    # that was not given -v leaves the value set before the command alone.
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP
+    )
+    return parent
+
+
 def _connection_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("connection")
@@ -108,14 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
         "-v",
         "--verbose",
         action="store_true",
-        help="log retries and rate-limit pauses to stderr",
+        help=_VERBOSE_HELP,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = _global_options()
     connection = _connection_options()
     ranges = _range_options()
 
     demo_parser = sub.add_parser(
         "demo",
+        parents=[common],
         help="compare this month with last month and last year on a built-in emulator",
         description="Start the Close API emulator in-process (demo organization), fetch this "
         "month to date against the same days last month and last year for every pipeline "
@@ -131,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     totals = sub.add_parser(
         "totals",
-        parents=[connection, ranges],
+        parents=[common, connection, ranges],
         help="one report, or one report against compared ranges",
         description="Fetch one funnel totals report; with --compare, the base report and "
         "each compared report concurrently, merged.",
@@ -142,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bulk = sub.add_parser(
         "bulk",
-        parents=[connection, ranges],
+        parents=[common, connection, ranges],
         help="the same report for many pipelines at once",
         description="Fetch the same report (and comparison) for many pipelines under one "
         "rate-limit gate. Exit status 1 if any failed.",
@@ -161,13 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.set_defaults(handler=_commands.bulk)
 
     pipelines = sub.add_parser(
-        "pipelines", parents=[connection], help="list pipelines and their ids"
+        "pipelines", parents=[common, connection], help="list pipelines and their ids"
     )
-    _format_option(pipelines, "table", "json")
+    _format_option(pipelines, "table", "json", "csv")
     pipelines.set_defaults(handler=_commands.pipelines)
+
+    users = sub.add_parser(
+        "users", parents=[common, connection], help="list users and their ids (for --users)"
+    )
+    _format_option(users, "table", "json", "csv")
+    users.set_defaults(handler=_commands.users)
 
     emulator = sub.add_parser(
         "emulator",
+        parents=[common],
         help="serve the Close API emulator",
         description="Serve a Close API emulator until Ctrl-C (same options as "
         "python -m closefunnel.emulator).",
@@ -179,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve_parser = sub.add_parser(
         "serve",
-        parents=[connection],
+        parents=[common, connection],
         help=f"serve the FastAPI app (needs {serve.FASTAPI_HINT})",
         description="Serve closefunnel's FastAPI router (GET /pipelines, GET /funnel/{id}) "
         "with uvicorn, with a TTL cache in front of the client.",

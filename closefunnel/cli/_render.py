@@ -33,7 +33,7 @@ from rich.text import Text
 
 from closefunnel._compare import Delta, FunnelComparison, UserDeltas
 from closefunnel._convert import csv_value
-from closefunnel._models import FunnelMetrics, FunnelTotals, Pipeline
+from closefunnel._models import FunnelMetrics, FunnelTotals, Pipeline, User
 from closefunnel._query import DateRange, RangeSpec, format_instant
 from closefunnel._vocabulary import METRIC_NAMES
 
@@ -41,6 +41,8 @@ __all__ = [
     "CSV_HEADER",
     "LOWER_IS_BETTER",
     "METRIC_LABELS",
+    "PIPELINES_CSV_HEADER",
+    "USERS_CSV_HEADER",
     "change_text",
     "clean",
     "comparison_csv_rows",
@@ -50,12 +52,15 @@ __all__ = [
     "format_delta",
     "format_value",
     "json_text",
+    "pipelines_csv_rows",
     "pipelines_table",
     "plain",
     "range_label",
     "range_text",
     "totals_csv_rows",
     "totals_tables",
+    "users_csv_rows",
+    "users_table",
     "write_csv",
 ]
 
@@ -288,8 +293,10 @@ def range_label(spec: RangeSpec | None) -> str:
 def _table(title: str) -> Table:
     # Borderless with one space between columns: ten metrics against two periods must
     # fit in 100 columns without truncating a number. Titles carry pipeline names.
+    # At least as wide as the title, so a narrow table's title does not wrap mid-phrase.
     return Table(
         title=plain(title),
+        min_width=len(title),
         box=box.SIMPLE_HEAD,
         title_justify="left",
         title_style="bold",
@@ -465,6 +472,46 @@ def pipelines_table(pipelines: Iterable[Pipeline]) -> Table:
         statuses = ", ".join(f"{s.label} ({s.type})" for s in pipeline.statuses)
         table.add_row(plain(pipeline.id), plain(pipeline.name), plain(statuses or _NONE))
     return table
+
+
+def users_table(users: Iterable[User]) -> Table:
+    """The organization's users, for picking ``--users`` ids."""
+    table = _table("Users")
+    table.add_column("ID", no_wrap=True, style="cyan")
+    table.add_column("Name", style="bold")
+    table.add_column("Email")
+    for user in users:
+        table.add_row(plain(user.id), plain(user.name), plain(user.email or _NONE))
+    return table
+
+
+#: ``closefunnel pipelines --format csv``: one row per status (tidy, for a join).
+PIPELINES_CSV_HEADER: Final = (
+    "pipeline_id",
+    "pipeline_name",
+    "status_id",
+    "status_label",
+    "status_type",
+)
+#: ``closefunnel users --format csv``.
+USERS_CSV_HEADER: Final = ("user_id", "name", "first_name", "last_name", "email")
+
+
+def pipelines_csv_rows(pipelines: Iterable[Pipeline]) -> list[list[str]]:
+    """One row per status of each pipeline (one with empty status cells when it has none)."""
+    rows: list[list[str]] = []
+    for pipeline in pipelines:
+        statuses = [(s.id, s.label, s.type) for s in pipeline.statuses] or [("", "", "")]
+        rows += [[csv_text(t) for t in (pipeline.id, pipeline.name, *s)] for s in statuses]
+    return rows
+
+
+def users_csv_rows(users: Iterable[User]) -> list[list[str]]:
+    """One row per user."""
+    return [
+        [csv_text(t) for t in (u.id, u.name, u.first_name, u.last_name, u.email or "")]
+        for u in users
+    ]
 
 
 def failures_table(failures: Iterable[tuple[str, str]]) -> Table:

@@ -15,6 +15,7 @@ import time
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Final
 
+from rich.console import RenderableType
 from rich.text import Text
 
 from closefunnel._client import BulkItem, Client
@@ -24,7 +25,7 @@ from closefunnel._query import DateRange, FunnelQuery
 from closefunnel.cli import _render
 from closefunnel.cli._connection import local_zone, names, start_emulator, zone_hours
 from closefunnel.cli._console import Console
-from closefunnel.cli._failures import failure_message
+from closefunnel.cli._failures import FailureContext, failure_message
 from closefunnel.cli._status import ExitStatus
 
 __all__ = ["DEMO_COMPARED", "demo", "demo_range", "months_back"]
@@ -74,7 +75,6 @@ def demo(ns: argparse.Namespace, console: Console) -> ExitStatus:
         )
         for c in DEMO_COMPARED
     ]
-    out = console.rich()
     started = time.perf_counter()
 
     async def run() -> tuple[list[BulkItem[FunnelComparison]], dict[str, str], dict[str, str], int]:
@@ -93,34 +93,35 @@ def demo(ns: argparse.Namespace, console: Console) -> ExitStatus:
 
     items, user_names, pipeline_names, requests = asyncio.run(run())
     elapsed = time.perf_counter() - started
-    out.print(
+    shown: list[RenderableType] = [
         Text.assemble(
             ("closefunnel demo", "bold"),
             f": {len(items)} pipelines of the emulator's demo organization, "
             f"this month to date ({_render.range_label(base)}, UTC{_zone_label(zone)}) "
             "against the same days last month and last year.\n",
             (f"{requests} requests, concurrently, in {elapsed:.2f} s.", "dim"),
-        )
-    )
-    out.print()
+        ),
+        Text(),
+    ]
     failures = []
+    context = FailureContext(base_url="the in-process emulator", emulator=True)
     for item in items:
         name = pipeline_names.get(item.query.pipeline, item.query.pipeline)
         if item.result is None:
-            failures.append((name, failure_message(item.error or CloseFunnelError(), base_url="")))
+            failures.append((name, failure_message(item.error or CloseFunnelError(), context)))
             continue
-        for table in _render.comparison_tables(
+        shown += _render.comparison_tables(
             item.result,
             title=name,
             base_label=_render.range_label(base),
             compared_labels=labels,
             user_names=user_names,
-        ):
-            out.print(table)
+        )
+    console.show(*shown)
     if failures:
-        console.rich(stderr=True).print(_render.failures_table(failures))
+        console.show(_render.failures_table(failures), stderr=True)
         return ExitStatus.FAILED
-    out.print(
+    console.show(
         Text(
             "Against your own organization: CLOSE_API_KEY=... closefunnel bulk --all-pipelines "
             "--from 2026-11-01 --to 2026-11-19 --compare same-days-last-month",

@@ -186,7 +186,7 @@ def test_error_body_escapes_never_reach_stderr(run: Callable[..., Run]) -> None:
     result = run("totals", "--pipeline", MISSING_PIPELINE)
     assert result.code == 1
     _assert_inert(result)
-    assert result.err.startswith("closefunnel: not found (404)")
+    assert result.err.startswith("closefunnel: not found (404: ")
     assert "no such pipeline" in result.err
 
 
