@@ -13,8 +13,9 @@ from typing import Final
 
 import attrs
 
-from closefunnel._models import METRIC_NAMES, FunnelMetrics, FunnelTotals, UserFunnelMetrics
+from closefunnel._models import FunnelMetrics, FunnelTotals, UserFunnelMetrics
 from closefunnel._query import Compared
+from closefunnel._vocabulary import METRIC_NAMES
 
 __all__ = [
     "ComparedPeriod",

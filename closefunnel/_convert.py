@@ -35,6 +35,7 @@ __all__ = [
     "CONVERTER",
     "CSV_COLUMNS",
     "STRICT_CONVERTER",
+    "csv_value",
     "decode",
     "decode_json",
     "decode_totals_csv",
@@ -347,7 +348,8 @@ def decode_totals_csv(text: str | bytes, *, strict: bool = False) -> FunnelTotal
     return decode({"aggregations": None, "data": data}, FunnelTotals, strict=strict)
 
 
-def _csv_value(value: object) -> str:
+def csv_value(value: object) -> str:
+    """A CSV cell for *value*: empty for null, floats exactly (``repr``), else ``str``."""
     return "" if value is None else repr(value) if isinstance(value, float) else str(value)
 
 
@@ -357,5 +359,5 @@ def encode_totals_csv(totals: FunnelTotals) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for row in totals.data:
-        writer.writerow([_csv_value(getattr(row, name)) for name in CSV_COLUMNS])
+        writer.writerow([csv_value(getattr(row, name)) for name in CSV_COLUMNS])
     return out.getvalue()

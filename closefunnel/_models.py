@@ -9,9 +9,9 @@ fractions in ``[0, 1]``. Numbers are kept as Close sent them (``1`` stays ``1``,
 
 from __future__ import annotations
 
-from typing import Final
-
 import attrs
+
+from closefunnel._vocabulary import METRIC_NAMES
 
 __all__ = [
     "METRIC_NAMES",
@@ -22,20 +22,6 @@ __all__ = [
     "User",
     "UserFunnelMetrics",
 ]
-
-#: The ten metrics of a funnel totals report, in Close's (alphabetical) order.
-METRIC_NAMES: Final = (
-    "average_time_to_win",
-    "average_value_annualized_per_won_opportunity",
-    "count",
-    "count_total_complete",
-    "count_total_won",
-    "count_win_rate",
-    "sales_velocity",
-    "value_total_complete",
-    "value_total_won",
-    "value_win_rate",
-)
 
 
 @attrs.frozen(kw_only=True)

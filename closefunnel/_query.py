@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, tzinfo
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import attrs
 
 from closefunnel._errors import InvalidQueryError
+from closefunnel._vocabulary import RELATIVE_RANGES, REPORT_TYPES, SAME_DAYS_RANGES
 
 __all__ = [
     "RELATIVE_RANGES",
@@ -27,6 +28,7 @@ __all__ = [
     "RangeSpec",
     "ReportType",
     "compared_fields",
+    "format_instant",
     "paired_range",
     "parse_compared",
     "parse_instant",
@@ -35,32 +37,6 @@ __all__ = [
 ]
 
 ReportType: TypeAlias = Literal["active-stage-cohort", "created-cohort"]
-
-#: The report types Close accepts in ``type``.
-REPORT_TYPES: Final = ("active-stage-cohort", "created-cohort")
-
-#: The eleven relative range names Close accepts for report, cohort and compared ranges.
-RELATIVE_RANGES: Final = (
-    "today",
-    "this-week",
-    "this-month",
-    "this-quarter",
-    "this-year",
-    "yesterday",
-    "last-week",
-    "last-month",
-    "last-quarter",
-    "last-year",
-    "all-time",
-)
-
-#: The names Close accepts in ``compared_datetime_range``: the base days shifted back.
-SAME_DAYS_RANGES: Final = (
-    "same-days-last-week",
-    "same-days-last-month",
-    "same-days-last-quarter",
-    "same-days-last-year",
-)
 
 
 def _check_aware(field: str, value: datetime) -> None:
@@ -101,10 +77,11 @@ class DateRange:
 
     def to_body(self) -> dict[str, str]:
         """Close's ``{"start", "end"}`` object, in ISO 8601 (UTC written as ``Z``)."""
-        return {"start": _iso(self.start), "end": _iso(self.end)}
+        return {"start": format_instant(self.start), "end": format_instant(self.end)}
 
 
-def _iso(value: datetime) -> str:
+def format_instant(value: datetime) -> str:
+    """*value* in ISO 8601 as Close reads it: UTC written as ``Z``, other offsets kept."""
     text = value.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 

@@ -66,14 +66,8 @@ from closefunnel._errors import (
     RateLimitedError,
 )
 from closefunnel._models import FunnelTotals, Pipeline
-from closefunnel._query import (
-    RELATIVE_RANGES,
-    SAME_DAYS_RANGES,
-    FunnelQuery,
-    parse_compared,
-    parse_range,
-    validate_compared,
-)
+from closefunnel._query import FunnelQuery, parse_compared, parse_range, validate_compared
+from closefunnel._vocabulary import API_KEY_ENV, RELATIVE_RANGES, SAME_DAYS_RANGES
 
 __all__ = [
     "MAX_COMPARED",
@@ -97,7 +91,6 @@ __all__ = [
 ClientFactory = Callable[[], Client]
 
 _STATE_ATTR: Final = "closefunnel"
-API_KEY_ENV: Final = "CLOSE_API_KEY"
 
 
 # -- the shared client and cache -----------------------------------------------------------

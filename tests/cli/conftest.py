@@ -2,12 +2,14 @@
 Fixtures for CLI tests: an emulator on loopback and ways to run the command line.
 
 ``main()`` calls ``asyncio.run``, so in-process runs happen in plain (sync) tests while
-the emulator serves from its own event loop in a background thread.
+the emulator serves from its own event loop in a background thread. Output is read from
+the streams handed to ``main(stdout=..., stderr=...)``, not from the process's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -16,7 +18,7 @@ import attrs
 import pytest
 
 import closefunnel as cf
-from closefunnel._cli import main
+from closefunnel.cli import main
 from closefunnel.emulator import BackgroundEmulator, Emulator, EmulatorConfig
 
 T = TypeVar("T")
@@ -41,9 +43,7 @@ def _emu() -> Iterator[Emulator]:
 
 
 @pytest.fixture(name="cli")
-def _cli(
-    emu: Emulator, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Run]:
+def _cli(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Run]:
     """Run ``main([...])`` against *emu* (key in CLOSE_API_KEY, --base-url and UTC added)."""
     monkeypatch.setenv("CLOSE_API_KEY", emu.api_key)
     monkeypatch.setenv("COLUMNS", "120")
@@ -52,14 +52,28 @@ def _cli(
         args = list(argv)
         if connect:
             args += ["--base-url", emu.base_url, "--tz-offset", "0"]
-        capsys.readouterr()
-        code = main(args)
-        captured = capsys.readouterr()
-        for text in (captured.out, captured.err):
-            assert "Traceback" not in text
-            assert emu.api_key not in text
-            assert emu.api_key.split(".", 1)[1] not in text
-        return Run(code, captured.out, captured.err)
+        return run_main(args, secrets=(emu.api_key, emu.api_key.split(".", 1)[1]))
+
+    return run
+
+
+def run_main(argv: list[str], *, secrets: tuple[str, ...] = ()) -> Run:
+    """``main(argv)`` with its own two streams; no traceback and no secret in either."""
+    out, err = io.StringIO(), io.StringIO()
+    code = main(argv, stdout=out, stderr=err)
+    for text in (out.getvalue(), err.getvalue()):
+        assert "Traceback" not in text
+        for secret in secrets:
+            assert secret not in text
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(name="cli_plain")
+def _cli_plain() -> Callable[..., Run]:
+    """Run ``main([...])`` as given (no emulator options added), with its own streams."""
+
+    def run(*argv: str) -> Run:
+        return run_main(list(argv))
 
     return run
 

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 
 import closefunnel as cf
-from closefunnel import _render
-from closefunnel._cli import main
 from closefunnel._convert import CONVERTER
+from closefunnel.cli import _render
 from closefunnel.emulator import Emulator
 
 #: The ``cli`` fixture: ``cli(*argv)`` -> a Run with ``code``, ``out`` and ``err``.
@@ -29,12 +28,15 @@ def _pipeline(emu: Emulator, index: int = 0) -> str:
     return emu.dataset.pipelines[index].id
 
 
-def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--version"]) == 0
-    assert capsys.readouterr().out.strip() == f"closefunnel {cf.__version__}"
-    assert main(["--help"]) == 0
-    assert "demo" in capsys.readouterr().out
-    assert main([]) == 2
+def test_version_and_help(cli_plain: Cli) -> None:
+    run = cli_plain("--version")
+    assert (run.code, run.out.strip()) == (0, f"closefunnel {cf.__version__}")
+    run = cli_plain("--help")
+    assert run.code == 0
+    assert "demo" in run.out
+    run = cli_plain()
+    assert run.code == 2
+    assert "demo" in run.err
 
 
 def test_totals_json_is_the_converters_form(cli: Cli, emu: Emulator, library: Library) -> None:
@@ -260,15 +262,15 @@ def test_network_failure_exits_1(cli: Cli, emu: Emulator) -> None:
         assert run.out == ""
 
 
-def test_demo_matches_the_library(capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_matches_the_library(cli_plain: Cli) -> None:
     """The demo's numbers are the library's, for every pipeline, at a fixed clock."""
     import asyncio
 
     from closefunnel.emulator import EmulatorConfig
 
-    assert main(["demo", "--now", NOW_ISO]) == 0
-    out = capsys.readouterr().out
-    assert "Traceback" not in out
+    run = cli_plain("demo", "--now", NOW_ISO)
+    assert run.code == 0
+    out = run.out
     base = cf.DateRange(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 19, tzinfo=UTC))
 
     async def expected() -> tuple[Any, list[cf.FunnelComparison]]:
@@ -327,11 +329,14 @@ def test_render_formats() -> None:
     assert _render.range_label("same-days-last-year") == "same days last year"
 
 
-def test_in_process_emulator_and_emulator_command(capsys: pytest.CaptureFixture[str]) -> None:
+def test_in_process_emulator_and_emulator_command(cli_plain: Cli) -> None:
     """--emulator needs no key; `closefunnel emulator` takes the emulator's own options."""
-    assert main(["pipelines", "--emulator", "--now", NOW_ISO, "--format", "json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 3
-    assert main(["totals", "--emulator", "--base-url", "http://x/", "--pipeline", "p"]) == 2
-    assert "--emulator" in capsys.readouterr().err
-    assert main(["emulator", "--rps", "-1"]) == 2
-    assert "rps" in capsys.readouterr().err
+    run = cli_plain("pipelines", "--emulator", "--now", NOW_ISO, "--format", "json")
+    assert run.code == 0
+    assert len(json.loads(run.out)) == 3
+    run = cli_plain("totals", "--emulator", "--base-url", "http://x/", "--pipeline", "p")
+    assert run.code == 2
+    assert "--emulator" in run.err
+    run = cli_plain("emulator", "--rps", "-1")
+    assert run.code == 2
+    assert "rps" in run.err

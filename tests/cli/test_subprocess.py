@@ -126,7 +126,7 @@ async def test_demo_runs_in_a_few_seconds() -> None:
 async def test_demo_needs_no_fastapi_and_serve_explains_the_extra() -> None:
     block = (
         "import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None\n"
-        "import closefunnel._cli as cli\n"
+        "import closefunnel.cli as cli\n"
         "assert 'fastapi' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
         "sys.exit(cli.main(sys.argv[1:]))\n"
     )

@@ -16,8 +16,8 @@ import pytest
 import uvicorn
 
 import closefunnel as cf
-from closefunnel._cli import main
 from closefunnel._sansio import build_totals_request
+from closefunnel.cli import main
 from closefunnel.emulator import BackgroundEmulator, Emulator, EmulatorConfig
 from closefunnel.fastapi import create_app
 

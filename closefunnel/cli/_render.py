@@ -1,46 +1,66 @@
 """
 Turning reports into what people read (rich tables) and what programs read (JSON, CSV).
 
-Kept apart from argument handling so the CLI, tests and anyone embedding closefunnel in
-another tool format numbers the same way. Close sends money as integer cents, durations as
-seconds and rates as fractions; people read dollars, days and percentages, so every
-conversion for display happens here and nowhere else. Machine formats keep Close's units
-(cents, seconds, fractions) so nothing is lost or rounded on the way to ``jq`` or a sheet.
+Kept apart from argument handling so every command formats numbers the same way. Close
+sends money as integer cents, durations as seconds and rates as fractions; people read
+dollars, days and percentages, so every conversion for display happens here and nowhere
+else. Machine formats keep Close's units (cents, seconds, fractions) so nothing is lost or
+rounded on the way to ``jq`` or a sheet.
+
+This is also the terminal's trust boundary. Pipeline, status and user names are typed by
+Close users into their own profiles, and error messages carry what a server (or a proxy
+pretending to be Close) sent; none of it may drive the terminal. So every string that
+came from a response goes through :func:`plain` (a ``rich.text.Text``, never parsed as
+markup, with control characters replaced by U+FFFD), and CSV text cells through
+:func:`csv_text` (formula-looking cells neutralized with a leading ``'``, as OWASP says,
+because CSV is opened in spreadsheets). A number that is not finite (a delta that
+overflowed) prints as an em dash, never as a traceback.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
 from rich import box
 from rich.table import Table
 from rich.text import Text
 
 from closefunnel._compare import Delta, FunnelComparison, UserDeltas
-from closefunnel._convert import CONVERTER
-from closefunnel._models import METRIC_NAMES, FunnelMetrics, FunnelTotals, Pipeline
-from closefunnel._query import DateRange, RangeSpec
+from closefunnel._convert import csv_value
+from closefunnel._models import FunnelMetrics, FunnelTotals, Pipeline, User
+from closefunnel._query import DateRange, RangeSpec, format_instant
+from closefunnel._vocabulary import METRIC_NAMES
 
 __all__ = [
     "CSV_HEADER",
     "LOWER_IS_BETTER",
     "METRIC_LABELS",
+    "PIPELINES_CSV_HEADER",
+    "USERS_CSV_HEADER",
     "change_text",
+    "clean",
     "comparison_csv_rows",
     "comparison_tables",
+    "csv_text",
     "failures_table",
     "format_delta",
     "format_value",
-    "jsonable",
+    "json_text",
+    "pipelines_csv_rows",
     "pipelines_table",
+    "plain",
     "range_label",
     "range_text",
     "totals_csv_rows",
     "totals_tables",
+    "users_csv_rows",
+    "users_table",
     "write_csv",
 ]
 
@@ -74,11 +94,61 @@ _DURATIONS: Final = frozenset({"average_time_to_win"})
 _NONE: Final = "\u2014"  # em dash, for "no value"
 _DASH: Final = "\u2013"  # en dash, for date spans
 _DAY: Final = 86_400
+#: Beyond this, in the unit shown (dollars, percent, days, opportunities), a number is
+#: written in scientific notation.
+_HUGE: Final = 1e12
 
 #: CSV columns: the period, its range, then Close's own per-user CSV columns.
 CSV_HEADER: Final = ("period", "range", "user_id", *METRIC_NAMES)
 
 Number = int | float
+
+# C0 controls but tab and newline, DEL, C1 controls (ESC and CSI/OSC among them), and the
+# bidirectional overrides and isolates that reorder what a line appears to say.
+_CONTROL: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# In CSV, tab, CR and LF are data (quoted by the writer); the other controls are not.
+_CSV_CONTROL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# What a spreadsheet reads as the start of a formula (OWASP "CSV injection").
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+_REPLACEMENT: Final = "\ufffd"
+# What orjson leaves raw in JSON strings but a terminal may still act on (it escapes C0).
+_JSON_UNSAFE: Final = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+# -- text from the server --------------------------------------------------------------------
+
+
+def clean(text: str) -> str:
+    """*text* with every control character that could move the cursor, retitle the
+    window or open a hyperlink replaced by U+FFFD (newline and tab are kept)."""
+    return _CONTROL.sub(_REPLACEMENT, text)
+
+
+def plain(text: str, *, style: str = "") -> Text:
+    """Server text for a rich table or line: :func:`clean` and never read as markup."""
+    return Text(clean(text), style=style)
+
+
+def csv_text(text: str) -> str:
+    """
+    A CSV text cell that is safe to open in a spreadsheet.
+
+    Control characters other than tab/CR/LF are replaced; a cell that starts like a
+    formula (``=``, ``+``, ``-``, ``@``, tab, CR) gets a leading ``'`` so a spreadsheet
+    shows it as text instead of evaluating it. Only text cells go through here: numbers
+    are written as numbers, negative ones included.
+    """
+    text = _CSV_CONTROL.sub(_REPLACEMENT, text)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def json_text(encoded: bytes) -> str:
+    """
+    JSON text as orjson wrote it, with DEL, C1 controls and bidi overrides written as
+    ``\\uXXXX`` escapes: the same JSON to a parser, and inert on a terminal. (orjson
+    already escapes C0; outside strings JSON is plain ASCII, so this only touches strings.)
+    """
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", encoded.decode())
 
 
 # -- numbers -------------------------------------------------------------------------------
@@ -92,10 +162,45 @@ def _money(cents: Number, *, sign: bool = False) -> str:
     return f"{prefix}${abs(dollars):,}"
 
 
-def format_value(metric: str, value: Number | None) -> str:
-    """*value* of *metric* for people: "$12,345" from cents, "34.5%", "3.2 d", "1,760"."""
-    if value is None:
+def _missing(value: Number | None) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+def _huge(metric: str, value: Number, *, signed: bool) -> str | None:
+    """
+    Scientific notation for a number too big to print in full (a dash when scaling it
+    overflows), or None for an ordinary number: one absurd value from a server must not
+    push every other column of a table off the screen.
+    """
+    scale = 0.01 if metric in _MONEY else 100 if metric in _RATES else 1 / _DAY
+    if metric not in _MONEY | _RATES | _DURATIONS:
+        scale = 1
+    try:
+        shown = float(value) * scale
+    except OverflowError:  # an int beyond float range
         return _NONE
+    if not math.isfinite(shown):
+        return _NONE
+    if abs(shown) < _HUGE:
+        return None
+    sign = ("+" if shown > 0 else "-") if signed else "-" if shown < 0 else ""
+    unit = "$" if metric in _MONEY else ""
+    suffix = (
+        (" pp" if signed else "%") if metric in _RATES else " d" if metric in _DURATIONS else ""
+    )
+    return f"{sign}{unit}{abs(shown):.3g}{suffix}"
+
+
+def format_value(metric: str, value: Number | None) -> str:
+    """*value* of *metric* for people: "$12,345" from cents, "34.5%", "3.2 d", "1,760".
+
+    None and non-finite numbers (an overflowed delta) are an em dash."""
+    if _missing(value):
+        return _NONE
+    assert value is not None
+    huge = _huge(metric, value, signed=False)
+    if huge is not None:
+        return huge
     if metric in _MONEY:
         return _money(value)
     if metric in _RATES:
@@ -107,8 +212,12 @@ def format_value(metric: str, value: Number | None) -> str:
 
 def format_delta(metric: str, value: Number | None) -> str:
     """A signed difference: "+$1,200", "-2.5 pp" (percentage points), "+0.4 d", "+12"."""
-    if value is None:
+    if _missing(value):
         return _NONE
+    assert value is not None
+    huge = _huge(metric, value, signed=True)
+    if huge is not None:
+        return huge
     if metric in _MONEY:
         return _money(value, sign=True)
     if metric in _RATES:
@@ -125,22 +234,19 @@ def change_text(metric: str, change: float | None) -> Text:
     For :data:`LOWER_IS_BETTER` metrics (a longer time to win is bad) the colours swap,
     so green always means "better" at a glance.
     """
-    if change is None:
+    if change is None or _missing(change):
         return Text(_NONE, style="dim")
     if change == 0:
         return Text("0.0%", style="dim")
     up = change > 0
     good = up != (metric in LOWER_IS_BETTER)
     mark = "▲" if up else "▼"
-    return Text(f"{mark} {abs(change) * 100:,.1f}%", style="green" if good else "red")
+    percent = abs(change) * 100
+    shown = f"{percent:.3g}" if percent >= _HUGE else f"{percent:,.1f}"
+    return Text(f"{mark} {shown}%", style="green" if good else "red")
 
 
 # -- ranges --------------------------------------------------------------------------------
-
-
-def _iso(value: datetime) -> str:
-    text = value.isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def range_text(spec: RangeSpec | None) -> str:
@@ -148,7 +254,7 @@ def range_text(spec: RangeSpec | None) -> str:
     if spec is None:
         return ""
     if isinstance(spec, DateRange):
-        return f"{_iso(spec.start)}..{_iso(spec.end)}"
+        return f"{format_instant(spec.start)}..{format_instant(spec.end)}"
     return spec
 
 
@@ -186,9 +292,11 @@ def range_label(spec: RangeSpec | None) -> str:
 
 def _table(title: str) -> Table:
     # Borderless with one space between columns: ten metrics against two periods must
-    # fit in 100 columns without truncating a number.
+    # fit in 100 columns without truncating a number. Titles carry pipeline names.
+    # At least as wide as the title, so a narrow table's title does not wrap mid-phrase.
     return Table(
-        title=title,
+        title=plain(title),
+        min_width=len(title),
         box=box.SIMPLE_HEAD,
         title_justify="left",
         title_style="bold",
@@ -214,6 +322,10 @@ def _header(label: str) -> str:
 
 def _user_name(user_id: str, names: Mapping[str, str]) -> str:
     return names.get(user_id, user_id)
+
+
+def _user_cell(user_id: str, names: Mapping[str, str]) -> Text:
+    return plain(_user_name(user_id, names))
 
 
 def _sort_key(value: Number | None, name: str) -> tuple[int, float, str]:
@@ -245,7 +357,7 @@ def totals_tables(
     )
     for row in rows:
         users.add_row(
-            _user_name(row.user_id, names),
+            _user_cell(row.user_id, names),
             *(format_value(metric, getattr(row, metric)) for metric in shown),
         )
     if not rows:
@@ -332,7 +444,7 @@ def _users_comparison_table(
 
     for user_id in sorted(order, key=key):
         row = base_rows.get(user_id)
-        cells: list[str | Text] = [_user_name(user_id, names)]
+        cells: list[str | Text] = [_user_cell(user_id, names)]
         cells += [format_value(m, None if row is None else getattr(row, m)) for m in shown]
         for rows in by_period:
             deltas = rows.get(user_id)
@@ -358,8 +470,48 @@ def pipelines_table(pipelines: Iterable[Pipeline]) -> Table:
     table.add_column("Statuses")
     for pipeline in pipelines:
         statuses = ", ".join(f"{s.label} ({s.type})" for s in pipeline.statuses)
-        table.add_row(pipeline.id, pipeline.name, statuses or _NONE)
+        table.add_row(plain(pipeline.id), plain(pipeline.name), plain(statuses or _NONE))
     return table
+
+
+def users_table(users: Iterable[User]) -> Table:
+    """The organization's users, for picking ``--users`` ids."""
+    table = _table("Users")
+    table.add_column("ID", no_wrap=True, style="cyan")
+    table.add_column("Name", style="bold")
+    table.add_column("Email")
+    for user in users:
+        table.add_row(plain(user.id), plain(user.name), plain(user.email or _NONE))
+    return table
+
+
+#: ``closefunnel pipelines --format csv``: one row per status (tidy, for a join).
+PIPELINES_CSV_HEADER: Final = (
+    "pipeline_id",
+    "pipeline_name",
+    "status_id",
+    "status_label",
+    "status_type",
+)
+#: ``closefunnel users --format csv``.
+USERS_CSV_HEADER: Final = ("user_id", "name", "first_name", "last_name", "email")
+
+
+def pipelines_csv_rows(pipelines: Iterable[Pipeline]) -> list[list[str]]:
+    """One row per status of each pipeline (one with empty status cells when it has none)."""
+    rows: list[list[str]] = []
+    for pipeline in pipelines:
+        statuses = [(s.id, s.label, s.type) for s in pipeline.statuses] or [("", "", "")]
+        rows += [[csv_text(t) for t in (pipeline.id, pipeline.name, *s)] for s in statuses]
+    return rows
+
+
+def users_csv_rows(users: Iterable[User]) -> list[list[str]]:
+    """One row per user."""
+    return [
+        [csv_text(t) for t in (u.id, u.name, u.first_name, u.last_name, u.email or "")]
+        for u in users
+    ]
 
 
 def failures_table(failures: Iterable[tuple[str, str]]) -> Table:
@@ -368,22 +520,15 @@ def failures_table(failures: Iterable[tuple[str, str]]) -> Table:
     table.add_column("Query", no_wrap=True)
     table.add_column("Error", style="red")
     for what, why in failures:
-        table.add_row(what, why)
+        table.add_row(plain(what), plain(why))
     return table
 
 
 # -- machine formats -----------------------------------------------------------------------
 
 
-def jsonable(value: object) -> Any:
-    """The converter's unstructured form: stable Close field names, JSON-ready."""
-    return CONVERTER.unstructure(value)
-
-
 def _csv_cell(value: object) -> str:
-    if value is None:
-        return ""
-    return repr(value) if isinstance(value, float) else str(value)
+    return csv_text(value) if isinstance(value, str) else csv_value(value)
 
 
 def _user_rows(
@@ -393,7 +538,8 @@ def _user_rows(
     for row in rows:
         user_id = str(getattr(row, "user_id", ""))
         cells = [_csv_cell(getattr(row, metric)) for metric in METRIC_NAMES]
-        out.append([*prefix, period, rng, user_id, *cells])
+        texts = [csv_text(text) for text in (*prefix, period, rng, user_id)]
+        out.append([*texts, *cells])
     return out
 
 

@@ -1,0 +1,269 @@
+"""
+The commands that fetch: ``totals``, ``bulk``, ``pipelines`` (and ``emulator``).
+
+Each takes the parsed options and a :class:`~closefunnel.cli._console.Console` and
+returns an :class:`~closefunnel.cli._status.ExitStatus`; failures are raised and turned
+into a line and a status by :mod:`closefunnel.cli._main`. Data goes to the console's
+``out``, progress and failure summaries to its ``err``, so ``> file`` keeps the data
+whatever the terminal shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from closefunnel._client import BulkItem
+from closefunnel._compare import FunnelComparison
+from closefunnel._convert import CONVERTER
+from closefunnel._models import FunnelTotals
+from closefunnel._query import FunnelQuery, paired_range
+from closefunnel.cli import _render
+from closefunnel.cli._connection import (
+    Connection,
+    QueryTemplate,
+    failure_context,
+    names,
+    open_client,
+)
+from closefunnel.cli._console import Console
+from closefunnel.cli._failures import UsageError, failure_message
+from closefunnel.cli._status import ExitStatus
+
+__all__ = ["bulk", "emulator", "pipelines", "totals", "users"]
+
+Result = FunnelTotals | FunnelComparison
+
+
+def _write_json(console: Console, value: object, *, indent: bool = True) -> None:
+    # orjson writes NaN and infinities as null; json_text escapes what it leaves raw.
+    option = orjson.OPT_INDENT_2 if indent else 0
+    console.write(_render.json_text(CONVERTER.dumps(value, option=option)) + "\n")
+
+
+def _tables(
+    result: Result, query: FunnelQuery, *, pipeline_name: str, user_names: dict[str, str]
+) -> list[Table]:
+    _, base = paired_range(query)
+    kind = "active stage cohort" if query.type == "active-stage-cohort" else "created cohort"
+    title = f"{pipeline_name} · {kind}"
+    if isinstance(result, FunnelComparison):
+        return _render.comparison_tables(
+            result,
+            title=title,
+            base_label=_render.range_label(base),
+            compared_labels=[_render.range_label(p.compared) for p in result.comparisons],
+            user_names=user_names,
+        )
+    return _render.totals_tables(
+        result, title=f"{title}, {_render.range_label(base)}", user_names=user_names
+    )
+
+
+def _csv_rows(result: Result, query: FunnelQuery, prefix: Sequence[str] = ()) -> list[list[str]]:
+    _, base = paired_range(query)
+    if isinstance(result, FunnelComparison):
+        return _render.comparison_csv_rows(result, base_range=base, prefix=prefix)
+    return _render.totals_csv_rows(result, base_range=base, prefix=prefix)
+
+
+def totals(ns: argparse.Namespace, console: Console) -> ExitStatus:
+    """One report, or the base report against each ``--compare`` range, merged."""
+    connection = Connection.from_args(ns)
+    template = QueryTemplate.from_args(ns, connection.zone)
+    query = template.query(ns.pipeline)
+    connection = connection.with_key()
+    compared = template.compared
+
+    async def run() -> tuple[Result, dict[str, str], dict[str, str]]:
+        async with open_client(connection) as client:
+            looked_up = asyncio.ensure_future(names(client)) if ns.format == "table" else None
+            try:
+                result: Result = (
+                    await client.compare_totals(query, *compared)
+                    if compared
+                    else await client.funnel_totals(query)
+                )
+            except BaseException:
+                if looked_up is not None:
+                    looked_up.cancel()
+                    await asyncio.gather(looked_up, return_exceptions=True)
+                raise
+            user_names, pipeline_names = await looked_up if looked_up is not None else ({}, {})
+            return result, user_names, pipeline_names
+
+    result, user_names, pipeline_names = asyncio.run(run())
+    if ns.format == "json":
+        _write_json(console, result)
+    elif ns.format == "csv":
+        console.write(_render.write_csv(_csv_rows(result, query)))
+    else:
+        name = pipeline_names.get(query.pipeline, query.pipeline)
+        console.show(*_tables(result, query, pipeline_name=name, user_names=user_names))
+    return ExitStatus.OK
+
+
+def _bulk_record(item: BulkItem[Any]) -> dict[str, Any]:
+    error = None
+    if item.error is not None:
+        error = {"type": type(item.error).__name__, "message": str(item.error)}
+    return {
+        "pipeline": item.query.pipeline,
+        "query": item.query.to_body(),
+        "result": None if item.result is None else CONVERTER.unstructure(item.result),
+        "error": error,
+    }
+
+
+def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
+    """The same report for many pipelines under one gate; status 1 if any failed."""
+    connection = Connection.from_args(ns)
+    template = QueryTemplate.from_args(ns, connection.zone)
+    queries = template.queries(list(dict.fromkeys(ns.pipeline or ())))
+    connection = connection.with_key()
+    compared = template.compared
+    err = console.rich(stderr=True)
+
+    async def run() -> tuple[list[BulkItem[Any]], dict[str, str], dict[str, str]]:
+        async with open_client(connection) as client:
+            looked_up = await names(client) if ns.all_pipelines or ns.format == "table" else None
+            user_names, pipeline_names = looked_up if looked_up is not None else ({}, {})
+            todo = queries
+            if ns.all_pipelines:
+                if not pipeline_names:  # the lookup failed: ask again and let it raise
+                    pipeline_names = {p.id: p.name for p in await client.pipelines()}
+                todo = template.queries(list(pipeline_names))
+            items: list[BulkItem[Any]] = []
+            # The progress display is for people: it lives on stderr and must not take
+            # over stdout (rich redirects it by default), or `> file` would get nothing.
+            progress = Progress(
+                SpinnerColumn(),
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+                disable=not err.is_terminal,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            with progress:
+                task = progress.add_task("Fetching reports", total=len(todo))
+
+                def advance(done: int, total: int | None) -> None:
+                    progress.update(task, completed=done, total=total)
+
+                stream = (
+                    client.compare_many(todo, *compared, on_progress=advance)
+                    if compared
+                    else client.totals_many(todo, on_progress=advance)
+                )
+                async for item in stream:
+                    if ns.format == "jsonl":
+                        console.write(_render.json_text(orjson.dumps(_bulk_record(item))) + "\n")
+                        console.flush()
+                    items.append(item)
+            order = {query: index for index, query in enumerate(todo)}
+            items.sort(key=lambda item: order[item.query])
+            return items, user_names, pipeline_names
+
+    items, user_names, pipeline_names = asyncio.run(run())
+    if ns.format == "json":
+        records = [_bulk_record(i) for i in items]
+        console.write(_render.json_text(orjson.dumps(records, option=orjson.OPT_INDENT_2)) + "\n")
+    elif ns.format == "csv":
+        rows: list[list[str]] = []
+        for item in items:
+            if item.result is not None:
+                rows += _csv_rows(item.result, item.query, prefix=(item.query.pipeline,))
+        console.write(_render.write_csv(rows, header=("pipeline", *_render.CSV_HEADER)))
+    elif ns.format == "table":
+        tables: list[Table] = []
+        for item in items:
+            if item.result is not None:
+                name = pipeline_names.get(item.query.pipeline, item.query.pipeline)
+                tables += _tables(
+                    item.result, item.query, pipeline_name=name, user_names=user_names
+                )
+        console.show(*tables)
+    failures = [
+        (
+            pipeline_names.get(item.query.pipeline, item.query.pipeline),
+            failure_message(item.error, failure_context(ns)),
+        )
+        for item in items
+        if item.error is not None
+    ]
+    ok = len(items) - len(failures)
+    if failures:
+        console.show(_render.failures_table(failures), stderr=True)
+    console.note(
+        f"{ok} of {len(items)} reports fetched" + (f", {len(failures)} failed" if failures else "")
+    )
+    return ExitStatus.FAILED if failures else ExitStatus.OK
+
+
+def pipelines(ns: argparse.Namespace, console: Console) -> ExitStatus:
+    """The organization's pipelines and their statuses."""
+    connection = Connection.from_args(ns).with_key()
+
+    async def run() -> list[Any]:
+        async with open_client(connection) as client:
+            return await client.pipelines()
+
+    found = asyncio.run(run())
+    if ns.format == "json":
+        _write_json(console, found)
+    elif ns.format == "csv":
+        rows = _render.pipelines_csv_rows(found)
+        console.write(_render.write_csv(rows, header=_render.PIPELINES_CSV_HEADER))
+    else:
+        console.show(_render.pipelines_table(found))
+    return ExitStatus.OK
+
+
+def users(ns: argparse.Namespace, console: Console) -> ExitStatus:
+    """The organization's users and their ids."""
+    connection = Connection.from_args(ns).with_key()
+
+    async def run() -> list[Any]:
+        async with open_client(connection) as client:
+            return await client.users()
+
+    found = asyncio.run(run())
+    if ns.format == "json":
+        _write_json(console, found)
+    elif ns.format == "csv":
+        rows = _render.users_csv_rows(found)
+        console.write(_render.write_csv(rows, header=_render.USERS_CSV_HEADER))
+    else:
+        console.show(_render.users_table(found))
+    return ExitStatus.OK
+
+
+def emulator(ns: argparse.Namespace, console: Console) -> ExitStatus:
+    """Serve the Close API emulator until Ctrl-C."""
+    from closefunnel.emulator._cli import config_from_args, serve
+
+    try:
+        config = config_from_args(ns)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(config))
+    return ExitStatus.OK
