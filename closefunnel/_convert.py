@@ -16,6 +16,7 @@ import csv
 import io
 import math
 import re
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final, TypeVar, get_args, get_origin
@@ -283,9 +284,28 @@ def decode_json(body: bytes | str, cls: type[T], *, strict: bool = False) -> T:
     return decode(data, cls, strict=strict)
 
 
+def _unique_users(totals: FunnelTotals) -> FunnelTotals:
+    """
+    *totals*, after checking no ``user_id`` is listed twice: the merge joins rows by
+    user, and a second row would silently replace the first.
+    """
+    rows = totals.data
+    ids = {row.user_id for row in rows}
+    if len(ids) != len(rows):
+        counts = Counter(row.user_id for row in rows)
+        repeated = sorted(user_id for user_id, count in counts.items() if count > 1)
+        shown = ", ".join(repr(user_id) for user_id in repeated[:5])
+        more = f" (+{len(repeated) - 5} more)" if len(repeated) > 5 else ""
+        raise ResponseDecodeError(
+            f"the report lists user_id {shown}{more} more than once",
+            messages=[f"FunnelTotals.data: user_id {user_id!r} repeated" for user_id in repeated],
+        )
+    return totals
+
+
 def decode_totals_json(body: bytes | str, *, strict: bool = False) -> FunnelTotals:
-    """Decode a JSON funnel totals report."""
-    return decode_json(body, FunnelTotals, strict=strict)
+    """Decode a JSON funnel totals report (each ``user_id`` at most once)."""
+    return _unique_users(decode_json(body, FunnelTotals, strict=strict))
 
 
 # Up to 18 digits: every such int fits in 64 bits (a longer one is left to the converter
@@ -314,7 +334,8 @@ def decode_totals_csv(text: str | bytes, *, strict: bool = False) -> FunnelTotal
     ``aggregations=None`` because Close's CSV carries per-user rows only.
 
     Raises:
-        ResponseDecodeError: not decodable text, a missing column, a ragged row or a bad value.
+        ResponseDecodeError: not decodable text, a missing column, a ragged row, a bad
+            value or a ``user_id`` listed twice.
     """
     if isinstance(text, bytes):
         try:
@@ -344,7 +365,7 @@ def decode_totals_csv(text: str | bytes, *, strict: bool = False) -> FunnelTotal
         user_id = row[header.index("user_id")].strip()
         item["user_id"] = user_id
         data.append(item)
-    return decode({"aggregations": None, "data": data}, FunnelTotals, strict=strict)
+    return _unique_users(decode({"aggregations": None, "data": data}, FunnelTotals, strict=strict))
 
 
 def _csv_value(value: object) -> str:
