@@ -58,6 +58,7 @@ class Hostile:
         self.connections = 0
         self.requests: list[Request] = []
         self.closed_by_client = 0
+        self._closed = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -66,6 +67,13 @@ class Hostile:
         assert self._server is not None
         port = self._server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}/api/v1/"
+
+    async def wait_closed_by_client(self, count: int = 1) -> None:
+        """Wait (at most 10 s) until the client has hung up *count* connections."""
+        async with asyncio.timeout(10):
+            while self.closed_by_client < count:
+                self._closed.clear()
+                await self._closed.wait()
 
     async def __aenter__(self) -> Hostile:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -101,6 +109,7 @@ class Hostile:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             self.closed_by_client += 1
+            self._closed.set()
         finally:
             self._tasks.discard(task)
             writer.close()

@@ -15,13 +15,6 @@ QUERY = cf.FunnelQuery(pipeline="pipe_1", report_range="this-month")
 FAST = cf.RetryPolicy(attempts=3, backoff_initial=0, backoff_max=0)
 
 
-async def _closed_by_client(server: Hostile, count: int = 1) -> None:
-    """Wait until the client has closed *count* connections (the server notices on write)."""
-    async with asyncio.timeout(10):
-        while server.closed_by_client < count:
-            await asyncio.sleep(0.01)
-
-
 async def _endless_chunked(request: Request, writer: asyncio.StreamWriter) -> None:
     status = 200 if request.method == "POST" else 500
     writer.write(
@@ -60,9 +53,10 @@ async def test_an_endless_or_huge_200_stops_at_the_cap(handler: object) -> None:
         ) as client:
             with pytest.raises(cf.ResponseTooLargeError) as caught:
                 await client.funnel_totals(QUERY)
-            await _closed_by_client(server)
+            await server.wait_closed_by_client()
             snapshot = client.pool_snapshot()
-            assert snapshot is not None and snapshot.in_use == 0
+            assert snapshot is not None
+            assert snapshot.in_use == 0
         assert isinstance(caught.value, cf.ResponseDecodeError)
         assert "max_response_bytes=1048576" in str(caught.value)
         assert len(server.requests) == 1  # never retried
@@ -97,7 +91,8 @@ async def test_a_body_exactly_at_the_cap_is_read_and_one_byte_more_is_not() -> N
                     with pytest.raises(cf.ResponseTooLargeError):
                         await client.funnel_totals(QUERY)
                 snapshot = client.pool_snapshot()
-                assert snapshot is not None and snapshot.in_use == 0
+                assert snapshot is not None
+            assert snapshot.in_use == 0
             assert len(server.requests) == 4
 
 
@@ -109,10 +104,11 @@ async def test_error_bodies_are_kept_short_and_say_the_cut() -> None:
         writer.write(response(404, page, content_type="text/html"))
 
     async with Hostile(big_404) as server:
-        async with cf.Client(api_key="api_x.y", base_url=server.base_url, retry=FAST) as client:
+        client = cf.Client(api_key="api_x.y", base_url=server.base_url, retry=FAST)
+        async with client:
             with pytest.raises(cf.NotFoundError) as caught:
                 await client.funnel_totals(QUERY)
-            await _closed_by_client(server)  # not read to the end, so not reused
+            await server.wait_closed_by_client()  # not read to the end, so not reused
     error = caught.value
     assert isinstance(error.body, str)
     assert error.body.endswith(f" … [truncated, {2**20 - 65536} bytes more]")
@@ -128,7 +124,7 @@ async def test_an_endless_error_stream_is_cut_at_64_kib() -> None:
         async with cf.Client(api_key="api_x.y", base_url=server.base_url, retry=policy) as client:
             with pytest.raises(cf.ServerError) as caught:
                 await client.pipelines()
-            await _closed_by_client(server, 2)
+            await server.wait_closed_by_client(2)
     assert caught.value.status == 500
     assert isinstance(caught.value.body, str)
     assert caught.value.body.endswith(" … [truncated after 65536 bytes]")
