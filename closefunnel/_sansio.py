@@ -287,9 +287,11 @@ def _declared_length(headers: Mapping[str, str]) -> int | None:
 
 def _cut_note(shown: int, total: int | None) -> str:
     """How a cut is said: how many bytes were left out, when that is known."""
-    if total is None:
-        return f" … [truncated after {shown} bytes]"
-    return f" … [truncated, {total - shown} bytes more]"
+    if total is not None:
+        return f" … [truncated, {total - shown} bytes more]"
+    if shown < ERROR_BODY_LIMIT:
+        return f" … [truncated; the body ran past {ERROR_BODY_LIMIT} bytes]"
+    return f" … [truncated after {shown} bytes]"
 
 
 def _error(
