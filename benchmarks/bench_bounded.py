@@ -14,7 +14,6 @@ error it got, and how many bytes the server managed to write before the client h
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import resource
 import subprocess

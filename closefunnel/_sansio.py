@@ -19,7 +19,7 @@ import attrs
 import orjson
 
 from closefunnel._auth import Credentials
-from closefunnel._convert import decode, decode_totals_csv, decode_totals_json
+from closefunnel._convert import decode
 from closefunnel._errors import (
     APIError,
     AuthenticationError,
@@ -31,7 +31,7 @@ from closefunnel._errors import (
     ResponseDecodeError,
     ServerError,
 )
-from closefunnel._models import FunnelTotals
+from closefunnel._models import FunnelTotals, decode_totals_csv, decode_totals_json
 from closefunnel._query import Compared, FunnelQuery, compared_fields
 from closefunnel._ratelimit import (
     RateLimitInfo,

@@ -26,8 +26,7 @@ import attrs
 import orjson
 from aiohttp import web
 
-from closefunnel._convert import encode_totals_csv
-from closefunnel._models import FunnelTotals, UserFunnelMetrics
+from closefunnel._models import FunnelTotals, UserFunnelMetrics, encode_totals_csv
 from closefunnel._sansio import endpoint_group
 from closefunnel.emulator._config import EmulatorConfig
 from closefunnel.emulator._data import Dataset, build_dataset

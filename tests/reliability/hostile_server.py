@@ -59,6 +59,7 @@ class Hostile:
         self.requests: list[Request] = []
         self.closed_by_client = 0
         self._closed = asyncio.Event()
+        self._arrived = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -74,6 +75,13 @@ class Hostile:
             while self.closed_by_client < count:
                 self._closed.clear()
                 await self._closed.wait()
+
+    async def wait_requests(self, count: int) -> None:
+        """Wait (at most 10 s) until *count* requests have arrived."""
+        async with asyncio.timeout(10):
+            while len(self.requests) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
 
     async def __aenter__(self) -> Hostile:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -105,6 +113,7 @@ class Hostile:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 request = Request(method, target, headers, "\r\n".join(lines[1:]), body)
                 self.requests.append(request)
+                self._arrived.set()
                 await self.handler(request, writer)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

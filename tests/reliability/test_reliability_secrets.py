@@ -295,7 +295,8 @@ async def test_an_echoed_authorization_header_is_redacted(
     credential = {scheme: KEY if scheme == "api_key" else TOKEN}
     scan = Scan(KEY, TOKEN)
     async with Hostile(_echo(status, as_json=as_json)) as server:
-        async with cf.Client(base_url=server.base_url, retry=ONCE, **credential) as client:
+        client = cf.Client(base_url=server.base_url, retry=ONCE, **credential)
+        async with client:
             with pytest.raises(cf.CloseFunnelError) as caught:
                 await client.funnel_totals(ECHO_QUERY)
             with pytest.raises(cf.CloseFunnelError) as listed:
@@ -324,7 +325,8 @@ async def test_a_malformed_response_chains_no_aiohttp_error() -> None:
     scan = Scan(KEY)
     for handler in (malformed, bad_chunks):
         async with Hostile(handler) as server:
-            async with cf.Client(api_key=KEY, base_url=server.base_url, retry=ONCE) as client:
+            client = cf.Client(api_key=KEY, base_url=server.base_url, retry=ONCE)
+            async with client:
                 with pytest.raises(cf.TransportError) as caught:
                     await client.funnel_totals(ECHO_QUERY)
         error = caught.value
