@@ -2,10 +2,15 @@
 The asyncio client: the thin I/O shell around the protocol core, the gate and retries.
 
 Every request goes the same way: build it (pure, :mod:`closefunnel._sansio`), share it
-with an identical one already in flight (single-flight), then, under the retry policy,
-take a permit from the endpoint group's gate, send it, teach the gate from the response
-and parse it (pure again). Nothing from aiohttp or tenacity escapes: ``_send`` turns
-transport failures into :class:`TransportError` and the retrier re-raises our own errors.
+with an identical one already in flight (:mod:`closefunnel._singleflight`), then, under
+the retry policy, take a permit from the endpoint group's gate, send it (reading the body
+with a cap), interpret the response once (pure again: value or typed error, rate-limit
+facts, 429 pause), teach the gate and give the permit back. Nothing from aiohttp or
+tenacity escapes: ``_send`` turns transport failures into :class:`TransportError` (raised
+``from None``: aiohttp's errors hold the request headers), the retrier re-raises our own
+errors, and every error is scrubbed of the secret (:mod:`closefunnel._redact`) on its way
+out. Options are checked by :class:`closefunnel._options.ClientOptions`; many calls at
+once are :mod:`closefunnel._bulk`'s.
 """
 
 from __future__ import annotations

@@ -119,6 +119,8 @@ class Hostile:
         except (asyncio.IncompleteReadError, ConnectionError):
             self.closed_by_client += 1
             self._closed.set()
+        except asyncio.CancelledError:
+            pass  # the server is shutting down; ending quietly keeps asyncio from logging it
         finally:
             self._tasks.discard(task)
             writer.close()

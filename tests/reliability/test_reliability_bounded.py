@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,27 @@ async def test_an_endless_error_stream_is_cut_at_64_kib() -> None:
     assert isinstance(caught.value.body, str)
     assert caught.value.body.endswith(" … [truncated after 65536 bytes]")
     assert len(server.requests) == 2  # a 500 is still retried
+
+
+async def test_a_compressed_body_is_capped_after_decompression() -> None:
+    """A gzip bomb (16 MiB of zeros in about 16 KiB) counts what it inflates to, not its size."""
+    bomb = gzip.compress(b"\0" * 2**24, 9)
+
+    async def gzip_bomb(_: Request, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb)
+        )
+        writer.write(bomb)
+
+    async with Hostile(gzip_bomb) as server:
+        client = cf.Client(
+            api_key="api_x.y", base_url=server.base_url, retry=FAST, max_response_bytes=2**20
+        )
+        async with client:
+            with pytest.raises(cf.ResponseTooLargeError):
+                await client.funnel_totals(QUERY)
+    assert len(bomb) < 2**20  # the cap is on the inflated body
+    assert len(server.requests) == 1
 
 
 @pytest.mark.parametrize(
