@@ -6,6 +6,8 @@ The public API is what this module exports; the ``_``-prefixed modules are priva
 (FastAPI integration, extra ``[fastapi]``) are the other public namespaces.
 """
 
+import logging as _logging
+
 from closefunnel._auth import Credentials
 from closefunnel._client import BulkItem, Client, PoolSnapshot, ProgressCallback
 from closefunnel._compare import (
@@ -21,12 +23,14 @@ from closefunnel._errors import (
     APIError,
     AuthenticationError,
     BadRequestError,
+    ClientClosedError,
     CloseFunnelError,
     InvalidQueryError,
     NotFoundError,
     RateLimitedError,
     RequestTimeoutError,
     ResponseDecodeError,
+    ResponseTooLargeError,
     ServerError,
     TransportError,
 )
@@ -67,6 +71,7 @@ __all__ = [
     "BadRequestError",
     "BulkItem",
     "Client",
+    "ClientClosedError",
     "CloseFunnelError",
     "Compared",
     "ComparedPeriod",
@@ -91,6 +96,7 @@ __all__ = [
     "ReportType",
     "RequestTimeoutError",
     "ResponseDecodeError",
+    "ResponseTooLargeError",
     "RetryPolicy",
     "ServerError",
     "TransportError",
@@ -104,3 +110,8 @@ __all__ = [
     "parse_retry_after",
     "validate_compared",
 ]
+
+# A library does not decide where its log records go: without this handler Python's
+# last-resort handler would print the client's retry warnings on the stderr of every
+# program that never configured logging. Applications that do configure it see them.
+_logging.getLogger("closefunnel").addHandler(_logging.NullHandler())

@@ -17,6 +17,10 @@ from closefunnel._errors import InvalidQueryError
 
 __all__ = ["Credentials"]
 
+# The secret part of an ``api_<id>.<secret>`` key is redacted on its own only when it is
+# long enough not to match ordinary text ("a.b" would redact every "b").
+_MIN_SECRET_PART = 8
+
 
 @attrs.frozen(repr=False)
 class Credentials:
@@ -48,11 +52,32 @@ class Credentials:
             return "Basic " + base64.b64encode(f"{self._secret}:".encode()).decode("ascii")
         return f"Bearer {self._secret}"
 
+    def forms(self) -> tuple[str, ...]:
+        """
+        Every form the secret travels in, longest first: the header value's credential
+        (the Basic base64 of ``key:``, or the Bearer token), the raw key, and the secret
+        part after ``api_<id>.`` (the id alone is safe to show).
+        """
+        forms = {self._secret, self.authorization().split(" ", 1)[1]}
+        _, dot, tail = self._secret.partition(".")
+        if dot and len(tail) >= _MIN_SECRET_PART:
+            forms.add(tail)
+        return tuple(sorted(forms, key=len, reverse=True))
+
     def redact(self, text: str) -> str:
-        """*text* with the secret (and its Basic encoding) replaced by ``***``."""
-        for secret in (self._secret, self.authorization().split(" ", 1)[1]):
-            text = text.replace(secret, "***")
+        """*text* with every form of the secret (see :meth:`forms`) replaced by ``***``."""
+        for secret in self.forms():
+            if secret in text:
+                text = text.replace(secret, "***")
         return text
+
+    def redact_bytes(self, body: bytes) -> bytes:
+        """:meth:`redact` for a raw response body."""
+        for secret in self.forms():
+            encoded = secret.encode()
+            if encoded in body:
+                body = body.replace(encoded, b"***")
+        return body
 
     def __repr__(self) -> str:
         return f"Credentials(scheme={self.scheme!r}, key_id={self.key_id!r})"

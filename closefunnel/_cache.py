@@ -4,33 +4,25 @@ A small asyncio TTL cache with single-flight, for dashboards in front of the cli
 A dashboard asks the same question every few seconds, often from several browser tabs at
 once; Close's per-key rate limit is the scarce resource, not memory. So within the TTL an
 identical request is answered from memory, and identical requests that arrive while one is
-being fetched share that one fetch instead of each spending a request. Failures are never
-cached (the next caller tries again), but callers waiting on a failing fetch share its error.
+being fetched share that one fetch (:mod:`closefunnel._singleflight`) instead of each
+spending a request. Failures are never cached (the next caller tries again), but callers
+waiting on a failing fetch share its error.
 
 The clock is injectable so tests can move time without sleeping.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
+
+from closefunnel._singleflight import SingleFlight
 
 __all__ = ["TTLCache"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-
-
-class _Flight(Generic[V]):
-    """One fetch in progress and the number of callers awaiting it."""
-
-    __slots__ = ("task", "waiters")
-
-    def __init__(self, task: asyncio.Task[V]) -> None:
-        self.task = task
-        self.waiters = 0
 
 
 class TTLCache(Generic[K, V]):
@@ -61,7 +53,7 @@ class TTLCache(Generic[K, V]):
         self.max_entries = max_entries
         self._clock = clock
         self._values: dict[K, tuple[float, V]] = {}
-        self._flights: dict[K, _Flight[V]] = {}
+        self._flights: SingleFlight[K, V] = SingleFlight()
         self.hits = 0
         self.misses = 0
 
@@ -88,40 +80,16 @@ class TTLCache(Generic[K, V]):
                 self.hits += 1
                 return value
             del self._values[key]
-        flight = self._flights.get(key)
-        if flight is None:
-            self.misses += 1
-            flight = self._start(key, fetch)
-        else:
+        if key in self._flights:
             self.hits += 1
-        flight.waiters += 1
-        try:
-            return await asyncio.shield(flight.task)
-        finally:
-            flight.waiters -= 1
-            if flight.waiters == 0 and not flight.task.done():
-                flight.task.cancel()
-                # Forget it now: a caller arriving before the task ends must not join it.
-                if self._flights.get(key) is flight:
-                    del self._flights[key]
+        else:
+            self.misses += 1
+        return await self._flights.run(key, lambda: self._fetch(key, fetch))
 
-    def _start(self, key: K, fetch: Callable[[], Awaitable[V]]) -> _Flight[V]:
-        async def run() -> V:
-            value = await fetch()
-            self._store(key, value)
-            return value
-
-        flight: _Flight[V] = _Flight(asyncio.ensure_future(run()))
-        self._flights[key] = flight
-
-        def done(task: asyncio.Task[V]) -> None:
-            if self._flights.get(key) is flight:
-                del self._flights[key]
-            if not task.cancelled():
-                task.exception()  # retrieved, so a failure nobody awaited is not logged
-
-        flight.task.add_done_callback(done)
-        return flight
+    async def _fetch(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
+        value = await fetch()
+        self._store(key, value)
+        return value
 
     def _store(self, key: K, value: V) -> None:
         now = self._clock()

@@ -2,10 +2,15 @@
 The asyncio client: the thin I/O shell around the protocol core, the gate and retries.
 
 Every request goes the same way: build it (pure, :mod:`closefunnel._sansio`), share it
-with an identical one already in flight (single-flight), then, under the retry policy,
-take a permit from the endpoint group's gate, send it, teach the gate from the response
-and parse it (pure again). Nothing from aiohttp or tenacity escapes: ``_send`` turns
-transport failures into :class:`TransportError` and the retrier re-raises our own errors.
+with an identical one already in flight (:mod:`closefunnel._singleflight`), then, under
+the retry policy, take a permit from the endpoint group's gate, send it (reading the body
+with a cap), interpret the response once (pure again: value or typed error, rate-limit
+facts, 429 pause), teach the gate and give the permit back. Nothing from aiohttp or
+tenacity escapes: ``_send`` turns transport failures into :class:`TransportError` (raised
+``from None``: aiohttp's errors hold the request headers), the retrier re-raises our own
+errors, and every error is scrubbed of the secret (:mod:`closefunnel._redact`) on its way
+out. Options are checked by :class:`closefunnel._options.ClientOptions`; many calls at
+once are :mod:`closefunnel._bulk`'s.
 """
 
 from __future__ import annotations
@@ -14,70 +19,52 @@ import asyncio
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence, Sized
-from typing import Any, Final, Generic, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, Final, TypeVar
 
 import aiohttp
 import attrs
 
-from closefunnel._auth import Credentials
+from closefunnel._bulk import BulkItem, ProgressCallback, all_or_first_error, stream
 from closefunnel._compare import FunnelComparison, merge_comparison
 from closefunnel._errors import (
+    ClientClosedError,
     CloseFunnelError,
     InvalidQueryError,
     RateLimitedError,
     RequestTimeoutError,
     ResponseDecodeError,
+    ResponseTooLargeError,
     TransportError,
 )
 from closefunnel._gate import GateSnapshot, RateLimitGate
 from closefunnel._models import FunnelTotals, Pipeline, User
+from closefunnel._options import DEFAULT_MAX_RESPONSE_BYTES, ClientOptions
 from closefunnel._query import Compared, FunnelQuery, validate_compared
-from closefunnel._ratelimit import parse_ratelimit, wait_after_429
+from closefunnel._redact import redact_error
 from closefunnel._retry import RetryPolicy, call_with_retries
 from closefunnel._sansio import (
     DEFAULT_BASE_URL,
+    ERROR_BODY_LIMIT,
     Format,
     HttpRequest,
     build_get_request,
     build_totals_request,
-    format_tz_offset,
-    normalize_base_url,
-    parse_list_response,
-    parse_totals_response,
+    interpret,
+    list_decoder,
+    totals_decoder,
 )
+from closefunnel._singleflight import SingleFlight
 
 __all__ = ["BulkItem", "Client", "PoolSnapshot", "ProgressCallback"]
 
 logger: Final = logging.getLogger("closefunnel")
 
-R = TypeVar("R")
 T = TypeVar("T")
 
-#: Called as ``on_progress(done, total)`` after each item of a bulk run; *total* is
-#: None when the queries were not a sized collection.
-ProgressCallback = Callable[[int, int | None], None]
-
 _Response = tuple[int, Mapping[str, str], bytes]
-_END: Final[Any] = object()  # the end of a bulk run's queries
 _PAGE_SIZE: Final = 100  # the most Close returns per page of a list
 _MAX_PAGES: Final = 1_000  # a server that always says has_more is broken, not large
-
-
-@attrs.frozen
-class BulkItem(Generic[R]):
-    """
-    One finished query of a bulk run: exactly one of *result* and *error* is set.
-    """
-
-    query: FunnelQuery
-    result: R | None = None
-    error: CloseFunnelError | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether the query produced a result."""
-        return self.error is None
 
 
 @attrs.frozen(kw_only=True)
@@ -117,16 +104,6 @@ class _TrackedConnector(aiohttp.TCPConnector):
         self.in_use -= 1
 
 
-class _Flight:
-    """One shared HTTP call and the number of callers still waiting on it."""
-
-    __slots__ = ("task", "waiters")
-
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self.task = task
-        self.waiters = 0
-
-
 class Client:
     """
     An asyncio client for Close's funnel reports; use it as ``async with``.
@@ -143,6 +120,15 @@ class Client:
         retry: What to retry and for how long; see :class:`RetryPolicy`.
         session: An ``aiohttp.ClientSession`` to use; the client never closes one it
             was given.
+        max_response_bytes: The longest response body read (default 32 MiB; a
+            10,000-user report is about 3 MiB). Past it the client stops reading,
+            closes the connection and raises :class:`ResponseTooLargeError` (never
+            retried). Error bodies are read and kept up to 64 KiB, the cut said.
+        allow_insecure_http: Allow a plain ``http://`` *base_url* to a host other than
+            this machine (refused by default: the key would travel in clear text).
+
+    Raises:
+        InvalidQueryError: an option is invalid, naming the field and the rule.
     """
 
     def __init__(
@@ -156,67 +142,34 @@ class Client:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        allow_insecure_http: bool = False,
     ) -> None:
-        if (api_key is None) == (token is None):
-            raise InvalidQueryError(
-                "pass exactly one of api_key= or token=", field="api_key", rule="credentials"
-            )
-        secret = api_key if api_key is not None else token
-        if not isinstance(secret, str) or not secret.strip():
-            raise InvalidQueryError(
-                "the API key or token must be a non-empty string",
-                field="api_key" if api_key is not None else "token",
-                rule="non-empty",
-            )
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
-            raise InvalidQueryError(
-                f"max_concurrency must be an int, got {max_concurrency!r}",
-                field="max_concurrency",
-                rule="type",
-            )
-        if max_concurrency < 1:
-            raise InvalidQueryError(
-                f"max_concurrency must be >= 1, got {max_concurrency}",
-                field="max_concurrency",
-                rule="positive",
-            )
-        # Typed callers cannot pass junk here, but CLI and web callers pass what users typed.
-        number = isinstance(timeout, int | float)
-        if not number or not timeout > 0:
-            raise InvalidQueryError(
-                f"timeout must be > 0 seconds, got {timeout!r}", field="timeout", rule="positive"
-            )
-        if not isinstance(base_url, str):
-            raise InvalidQueryError(
-                f"base_url must be a string, got {type(base_url).__name__}",
-                field="base_url",
-                rule="type",
-            )
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise InvalidQueryError(
-                f"retry must be a RetryPolicy, got {type(retry).__name__}",
-                field="retry",
-                rule="type",
-            )
-        if session is not None and not isinstance(session, aiohttp.ClientSession):
-            raise InvalidQueryError(
-                f"session must be an aiohttp.ClientSession, got {type(session).__name__}",
-                field="session",
-                rule="type",
-            )
-        self._credentials = (
-            Credentials.api_key(api_key) if api_key is not None else Credentials.token(secret)
+        options = ClientOptions(
+            api_key=api_key,
+            token=token,
+            base_url=base_url,
+            tz_offset=tz_offset,
+            max_concurrency=max_concurrency,
+            timeout=timeout,
+            retry=retry,
+            session=session,
+            max_response_bytes=max_response_bytes,
+            allow_insecure_http=allow_insecure_http,
         )
-        self._base_url = normalize_base_url(base_url)
-        self._tz_offset = format_tz_offset(tz_offset)
-        self._max_concurrency = max_concurrency
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._retry = retry if retry is not None else RetryPolicy()
-        self._session = session
-        self._owns_session = session is None
+        self._options = options
+        self._credentials = options.credentials()
+        self._base_url = options.normalized_base_url()
+        self._tz_offset = options.tz_header()
+        self._max_concurrency = options.max_concurrency
+        self._max_response_bytes = options.max_response_bytes
+        self._timeout = aiohttp.ClientTimeout(total=options.timeout)
+        self._retry = options.retry if options.retry is not None else RetryPolicy()
+        self._session = options.session
+        self._owns_session = options.session is None
         self._closed = False
         self._gates: dict[str, RateLimitGate] = {}
-        self._flights: dict[tuple[Any, ...], _Flight] = {}
+        self._flights: SingleFlight[tuple[Any, ...], Any] = SingleFlight()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -228,11 +181,14 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Cancel shared in-flight calls and close the session if the client made it."""
+        """
+        Close the client: calls still in flight end with :class:`ClientClosedError`,
+        and the session is closed if the client made it.
+        """
         if self._closed:
             return
         self._closed = True
-        flights = [flight.task for flight in self._flights.values()]
+        flights = self._flights.tasks()
         for task in flights:
             task.cancel()
         if flights:
@@ -286,7 +242,7 @@ class Client:
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._closed:
-            raise RuntimeError("this closefunnel Client is closed; make a new one")
+            raise ClientClosedError("this closefunnel Client is closed; make a new one")
         if self._session is None:
             connector = _TrackedConnector(limit=4 * self._max_concurrency, limit_per_host=0)
             self._session = aiohttp.ClientSession(connector=connector)
@@ -332,7 +288,9 @@ class Client:
         requests += [
             self._totals_request(query, validate_compared(query, rng), format) for rng in compared
         ]
-        reports = await self._all([self._fetch_totals(request, format) for request in requests])
+        reports = await all_or_first_error(
+            [self._fetch_totals(request, format) for request in requests]
+        )
         return merge_comparison(reports[0], zip(compared, reports[1:], strict=True))
 
     def totals_many(
@@ -349,8 +307,11 @@ class Client:
         taken from *queries* as capacity frees up, so a long (even endless) iterable is
         streamed rather than gathered.
         """
-        return self._many(
-            queries, lambda query: self.funnel_totals(query, format=format), on_progress
+        return stream(
+            queries,
+            lambda query: self.funnel_totals(query, format=format),
+            window=2 * self._max_concurrency,
+            on_progress=on_progress,
         )
 
     def compare_many(
@@ -361,10 +322,11 @@ class Client:
         on_progress: ProgressCallback | None = None,
     ) -> AsyncIterator[BulkItem[FunnelComparison]]:
         """:meth:`compare_totals` for many queries, yielding each as it completes."""
-        return self._many(
+        return stream(
             queries,
             lambda query: self.compare_totals(query, *compared, format=format),
-            on_progress,
+            window=2 * self._max_concurrency,
+            on_progress=on_progress,
         )
 
     async def pipelines(self) -> list[Pipeline]:
@@ -398,17 +360,12 @@ class Client:
         )
 
     async def _fetch_totals(self, request: HttpRequest, format: Format) -> FunnelTotals:
-        def parse(status: int, headers: Mapping[str, str], body: bytes) -> FunnelTotals:
-            return parse_totals_response(status, headers, body, format=format, now=time.time())
-
-        return await self._shared(request, parse)
+        return await self._shared(request, totals_decoder(format))
 
     async def _list(self, path: str, cls: type[T]) -> list[T]:
         # Close pages lists (``_skip``/``_limit``, ``has_more``): follow every page, so a
         # large organization's users are all there, not just the first hundred.
-        def parse(status: int, headers: Mapping[str, str], body: bytes) -> tuple[list[T], bool]:
-            return parse_list_response(status, headers, body, cls, now=time.time())
-
+        decode = list_decoder(cls)
         items: list[T] = []
         for _ in range(_MAX_PAGES):
             request = build_get_request(
@@ -418,45 +375,40 @@ class Client:
                 tz_offset=self._tz_offset,
                 query={"_skip": len(items), "_limit": _PAGE_SIZE},
             )
-            page, more = await self._shared(request, parse)
+            page, more = await self._shared(request, decode)
             items.extend(page)
             if not more or not page:
                 return items
         raise ResponseDecodeError(f"GET {path} kept saying has_more after {_MAX_PAGES} pages")
 
-    async def _shared(
-        self, request: HttpRequest, parse: Callable[[int, Mapping[str, str], bytes], T]
-    ) -> T:
-        # Single-flight: identical requests in flight at once share one call. The call
-        # is cancelled when the last caller waiting on it is.
+    async def _shared(self, request: HttpRequest, decode: Callable[[bytes], T]) -> T:
+        # Single-flight: identical requests in flight at once share one call, which is
+        # cancelled when the last caller waiting on it is.
         self._ensure_session()
         key = (self._credentials.key_id, request.key)
-        flight = self._flights.get(key)
-        if flight is None:
-            task = asyncio.ensure_future(self._call(request, parse))
-            flight = self._flights[key] = _Flight(task)
-            task.add_done_callback(lambda _: self._forget(key, flight))
-        flight.waiters += 1
         try:
-            result: T = await asyncio.shield(flight.task)
-            return result
-        finally:
-            flight.waiters -= 1
-            if flight.waiters == 0 and not flight.task.done():
-                flight.task.cancel()
-                # Forget it now, not when it finishes: a caller arriving in between must
-                # start a call of its own rather than join one that is being cancelled.
-                self._forget(key, flight)
+            result: T = await self._flights.run(key, lambda: self._call(request, decode))
+        except asyncio.CancelledError:
+            # Cancelled, but not by our caller's own cancellation: aclose() cancelled
+            # the shared call under it. Say so, rather than look like the caller's own.
+            if not self._closed or _cancelling():
+                raise
+            what = f"{request.method} {request.path}"
+            raise ClientClosedError(
+                f"{what} did not finish: the closefunnel Client was closed while it was in flight"
+            ) from None
+        return result
 
-    def _forget(self, key: tuple[Any, ...], flight: _Flight) -> None:
-        if self._flights.get(key) is flight:
-            del self._flights[key]
-        if flight.task.done() and not flight.task.cancelled():
-            flight.task.exception()  # retrieved here too, so no waiter-less error is logged
+    async def _call(self, request: HttpRequest, decode: Callable[[bytes], T]) -> T:
+        try:
+            return await self._call_with_retries(request, decode)
+        except CloseFunnelError as exc:
+            # Everything a response carries may repeat the request, Authorization
+            # included: no form of the secret leaves in an error.
+            redact_error(exc, self._credentials.redact)
+            raise
 
-    async def _call(
-        self, request: HttpRequest, parse: Callable[[int, Mapping[str, str], bytes], T]
-    ) -> T:
+    async def _call_with_retries(self, request: HttpRequest, decode: Callable[[bytes], T]) -> T:
         gate = self._gate(request.group)
         policy = self._retry
         what = f"{request.method} {request.path}"
@@ -469,11 +421,11 @@ class Client:
             queued = False
             try:
                 status, headers, body = await self._send(request)
-                pause = wait_after_429(headers, body, now=time.time()) if status == 429 else 0.0
-                permit.observe(status, parse_ratelimit(headers), pause=pause)
+                outcome = interpret(status, headers, body, now=time.time(), decode=decode)
+                permit.observe(status, outcome.ratelimit, pause=outcome.pause)
             finally:
                 permit.release()
-            return parse(status, headers, body)
+            return outcome.unwrap()
 
         try:
             async with asyncio.timeout(policy.deadline):
@@ -497,6 +449,10 @@ class Client:
     async def _send(self, request: HttpRequest) -> _Response:
         session = self._ensure_session()
         started = time.monotonic()
+        what = f"{request.method} {request.path}"
+        # Each branch raises ``from None`` with a description of its own: aiohttp's
+        # errors carry the request info, Authorization header included, and a chained
+        # exception is printed (and sent to Sentry) with everything it holds.
         try:
             async with session.request(
                 request.method,
@@ -506,22 +462,19 @@ class Client:
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as response:
-                body = await response.read()
                 status = response.status
                 headers = response.headers
-        except TimeoutError as exc:
+                body = await self._read(response, what)
+        except TimeoutError:
             raise RequestTimeoutError(
-                f"{request.method} {request.path} took longer than "
-                f"{self._timeout.total:g}s (the per-attempt timeout)"
-            ) from exc
+                f"{what} took longer than {self._timeout.total:g}s (the per-attempt timeout)"
+            ) from None
         except aiohttp.ClientPayloadError as exc:
             raise TransportError(
-                f"{request.method} {request.path}: the response body was cut short ({exc})"
-            ) from exc
+                f"{what}: the response body was cut short ({_describe(exc)})"
+            ) from None
         except aiohttp.ClientError as exc:
-            raise TransportError(
-                f"{request.method} {request.path} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise TransportError(f"{what} failed: {_describe(exc)}") from None
         logger.debug(
             "closefunnel.response: %s %s -> %d in %.3fs",
             request.method,
@@ -531,76 +484,61 @@ class Client:
         )
         return status, headers, body
 
+    async def _read(self, response: aiohttp.ClientResponse, what: str) -> bytes:
+        """
+        The body of *response*, read with a cap: ``max_response_bytes`` for a 2xx (past
+        it, :class:`ResponseTooLargeError`), one byte past ``ERROR_BODY_LIMIT`` for any
+        other status (the protocol core keeps that much and says the cut). Either way a
+        body cut short leaves its connection closed, never back in the pool, where the
+        rest of the body would poison the next request.
+        """
+        ok = 200 <= response.status < 300
+        limit = self._max_response_bytes if ok else ERROR_BODY_LIMIT + 1
+        declared = response.content_length
+        if ok and declared is not None and declared > limit:
+            response.close()
+            raise ResponseTooLargeError(
+                f"{what}: the response announces {declared} bytes, more than "
+                f"max_response_bytes={limit}; not read"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        content = response.content
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                response.close()
+                if not ok:
+                    chunks.append(chunk[: limit - (size - len(chunk))])
+                    break
+                raise ResponseTooLargeError(
+                    f"{what}: the response body is longer than max_response_bytes={limit}; "
+                    f"stopped reading after {size} bytes"
+                )
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
     def _gate(self, group: str) -> RateLimitGate:
         gate = self._gates.get(group)
         if gate is None:
             gate = self._gates[group] = RateLimitGate(group, max_concurrency=self._max_concurrency)
         return gate
 
-    async def _all(self, calls: Sequence[Awaitable[T]]) -> list[T]:
-        # Run *calls* concurrently; the first failure cancels the rest and is raised as
-        # itself (not wrapped in an ExceptionGroup).
-        tasks = [asyncio.ensure_future(call) for call in calls]
-        try:
-            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            failed = [task for task in tasks if task.done() and task.exception() is not None]
-            if failed:
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-                raise failed[0].exception()  # type: ignore[misc]  # checked not None above
-            return [task.result() for task in tasks]
-        finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
-            if any(not task.done() for task in tasks):
-                await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _many(
-        self,
-        queries: Iterable[FunnelQuery],
-        run: Callable[[FunnelQuery], Awaitable[R]],
-        on_progress: ProgressCallback | None,
-    ) -> AsyncIterator[BulkItem[R]]:
-        total = len(queries) if isinstance(queries, Sized) else None
-        window = 2 * self._max_concurrency
-        source = iter(queries)
-        running: dict[asyncio.Task[R], FunnelQuery] = {}
-        # Each task reports its own completion here: waiting on the queue costs the same
-        # for any window, where asyncio.wait(running) would re-register on every task.
-        finished: asyncio.Queue[asyncio.Task[R]] = asyncio.Queue()
-        done_count = 0
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (by its own caller)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
-        def refill() -> None:
-            while len(running) < window:
-                query = next(source, _END)  # not None: a None item is an error, not the end
-                if query is _END:
-                    return
-                task = asyncio.ensure_future(run(query))
-                task.add_done_callback(finished.put_nowait)
-                running[task] = query
 
-        try:
-            refill()
-            while running:
-                task = await finished.get()
-                query = running.pop(task)
-                error = task.exception()
-                if error is not None and not isinstance(error, CloseFunnelError):
-                    raise error
-                item: BulkItem[R] = (
-                    BulkItem(query, error=error)
-                    if error is not None
-                    else BulkItem(query, result=task.result())
-                )
-                done_count += 1
-                if on_progress is not None:
-                    on_progress(done_count, total)
-                yield item
-                refill()
-        finally:
-            for task in running:
-                task.cancel()
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
+def _describe(exc: aiohttp.ClientError) -> str:
+    """
+    A safe one-line account of an aiohttp error: its type and what it says, without the
+    request info (headers) that ``ClientResponseError`` and friends carry.
+    """
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{type(exc).__name__}: {exc.status}, {exc.message}"
+    return f"{type(exc).__name__}: {exc}"

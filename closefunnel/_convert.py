@@ -16,7 +16,7 @@ import csv
 import io
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Final, TypeVar, get_args, get_origin
 
@@ -28,26 +28,22 @@ from cattrs.preconf.orjson import OrjsonConverter
 from cattrs.preconf.orjson import make_converter as _make_orjson_converter
 
 from closefunnel._errors import ResponseDecodeError
-from closefunnel._models import METRIC_NAMES, FunnelMetrics, FunnelTotals, UserFunnelMetrics
 from closefunnel._query import DateRange, FunnelQuery
 
 __all__ = [
     "CONVERTER",
-    "CSV_COLUMNS",
     "STRICT_CONVERTER",
     "csv_value",
     "decode",
     "decode_json",
-    "decode_totals_csv",
-    "decode_totals_json",
-    "encode_totals_csv",
+    "fast_structure",
     "make_converter",
+    "read_csv_records",
+    "write_csv_records",
 ]
 
 T = TypeVar("T")
-
-#: The columns of a per-user CSV report, in the order closefunnel writes them.
-CSV_COLUMNS: Final = ("user_id", *METRIC_NAMES)
+C = TypeVar("C", bound=type)
 
 
 _INT64: Final = 2**63
@@ -188,28 +184,58 @@ def _fast_row_structure(cls: type[Any], *, strict: bool) -> Callable[[Any], Any]
     return function
 
 
-def _register_fast_totals(conv: OrjsonConverter, *, strict: bool) -> None:
-    slow = conv.get_structure_hook(FunnelTotals)
-    metrics = _fast_row_structure(FunnelMetrics, strict=strict)
-    row = _fast_row_structure(UserFunnelMetrics, strict=strict)
-    top = frozenset({"aggregations", "data"})
+_FAST_MARK: Final = "__closefunnel_fast__"
 
-    def structure(value: Any, cl: Any) -> FunnelTotals:
-        if type(value) is dict and (not strict or value.keys() <= top):
-            try:
-                aggregations = value["aggregations"]
-                data = value["data"]
-                if type(data) is list:
-                    return FunnelTotals(
-                        aggregations=None if aggregations is None else metrics(aggregations),
-                        data=tuple([row(item) for item in data]),
-                    )
-            except (_Mismatch, KeyError):
-                pass
-        result: FunnelTotals = slow(value, cl)
-        return result
 
-    conv.register_structure_hook(FunnelTotals, structure)
+def fast_structure(cls: C) -> C:
+    """
+    Class decorator: decode *cls* (a report: fields that are ``Row | None`` or
+    ``tuple[Row, ...]`` of flat rows) on the fast path. The mark is read lazily, when a
+    converter first structures the class, so this module needs no model imported.
+    """
+    setattr(cls, _FAST_MARK, True)
+    return cls
+
+
+def _is_fast(cls: Any) -> bool:
+    return isinstance(cls, type) and bool(cls.__dict__.get(_FAST_MARK, False))
+
+
+def _fast_report_factory(*, strict: bool) -> Callable[[Any, Any], Callable[[Any, Any], Any]]:
+    def factory(cls: Any, conv: Any) -> Callable[[Any, Any], Any]:
+        slow: Callable[[Any, Any], Any] = conv.gen_structure_attrs_fromdict(cls)
+        plan: list[tuple[str, bool, Callable[[Any], Any]]] = []
+        for field in attrs.fields(attrs.resolve_types(cls)):
+            args = get_args(field.type)
+            if get_origin(field.type) is tuple and len(args) == 2 and args[1] is Ellipsis:
+                plan.append((field.name, True, _fast_row_structure(args[0], strict=strict)))
+            elif len(args) == 2 and type(None) in args:
+                row = args[0] if args[1] is type(None) else args[1]
+                plan.append((field.name, False, _fast_row_structure(row, strict=strict)))
+            else:  # not a report's shape: no fast path for it
+                return slow
+        names = frozenset(name for name, _, _ in plan)
+
+        def structure(value: Any, cl: Any) -> Any:
+            if type(value) is dict and (not strict or value.keys() <= names):
+                try:
+                    kwargs: dict[str, Any] = {}
+                    for name, many, row in plan:
+                        item = value[name]
+                        if many:
+                            if type(item) is not list:
+                                raise _Mismatch
+                            kwargs[name] = tuple([row(entry) for entry in item])
+                        else:
+                            kwargs[name] = None if item is None else row(item)
+                    return cls(**kwargs)
+                except (_Mismatch, KeyError):
+                    pass
+            return slow(value, cl)
+
+        return structure
+
+    return factory
 
 
 def make_converter(*, strict: bool = False, detailed: bool = False) -> OrjsonConverter:
@@ -231,7 +257,7 @@ def make_converter(*, strict: bool = False, detailed: bool = False) -> OrjsonCon
     conv.register_unstructure_hook(DateRange, DateRange.to_body)
     conv.register_unstructure_hook(FunnelQuery, FunnelQuery.to_body)
     if not detailed:  # the detailed converters explain failures: keep cattrs' own paths
-        _register_fast_totals(conv, strict=strict)
+        conv.register_structure_hook_factory(_is_fast, _fast_report_factory(strict=strict))
     return conv
 
 
@@ -284,11 +310,6 @@ def decode_json(body: bytes | str, cls: type[T], *, strict: bool = False) -> T:
     return decode(data, cls, strict=strict)
 
 
-def decode_totals_json(body: bytes | str, *, strict: bool = False) -> FunnelTotals:
-    """Decode a JSON funnel totals report."""
-    return decode_json(body, FunnelTotals, strict=strict)
-
-
 # Up to 18 digits: every such int fits in 64 bits (a longer one is left to the converter
 # to reject, rather than int() refusing past 4,300 digits or orjson past 64 bits).
 _INT: Final = re.compile(r"-?[0-9]{1,18}\Z")
@@ -307,45 +328,49 @@ def _csv_cell(cell: str) -> int | float | str | None:
     return cell  # left for the converter to reject (or accept, for user_id)
 
 
-def decode_totals_csv(text: str | bytes, *, strict: bool = False) -> FunnelTotals:
+def read_csv_records(
+    text: str | bytes, columns: tuple[str, ...], *, text_columns: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
     """
-    Decode a per-user CSV report: a header row, then one row per user.
+    The rows of a CSV report as records, for the converter to structure.
 
-    Columns are matched by name, in any order; an empty cell is null. The result has
-    ``aggregations=None`` because Close's CSV carries per-user rows only.
+    A header row, then one row per record. Columns are matched by name, in any order,
+    and each of *columns* must be there; an empty cell is null, a number a number, and a
+    cell of *text_columns* stays the text it is.
 
     Raises:
-        ResponseDecodeError: not decodable text, a missing column, a ragged row or a bad value.
+        ResponseDecodeError: not decodable text, a missing column or a ragged row.
     """
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise ResponseDecodeError(f"CSV report is not UTF-8: {exc}") from exc
+            raise ResponseDecodeError(f"CSV report is not UTF-8: {exc}") from None
     try:
         rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
     except csv.Error as exc:
-        raise ResponseDecodeError(f"response is not valid CSV: {exc}") from exc
+        raise ResponseDecodeError(f"response is not valid CSV: {exc}") from None
     rows = [row for row in rows if row]
     if not rows:
         raise ResponseDecodeError("CSV report is empty: expected a header row")
     header = [name.strip().lstrip("\ufeff") for name in rows[0]]
-    missing = [name for name in CSV_COLUMNS if name not in header]
+    missing = [name for name in columns if name not in header]
     if missing:
         raise ResponseDecodeError(f"CSV report lacks column(s): {', '.join(missing)}")
     if len(set(header)) != len(header):
         raise ResponseDecodeError("CSV report repeats a column name")
-    data = []
+    kept = [(name, header.index(name)) for name in text_columns]
+    records = []
     for number, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
             raise ResponseDecodeError(
                 f"CSV row {number} has {len(row)} cells, the header has {len(header)}"
             )
         item: dict[str, Any] = dict(zip(header, map(_csv_cell, row), strict=True))
-        user_id = row[header.index("user_id")].strip()
-        item["user_id"] = user_id
-        data.append(item)
-    return decode({"aggregations": None, "data": data}, FunnelTotals, strict=strict)
+        for name, position in kept:
+            item[name] = row[position].strip()
+        records.append(item)
+    return records
 
 
 def csv_value(value: object) -> str:
@@ -353,11 +378,11 @@ def csv_value(value: object) -> str:
     return "" if value is None else repr(value) if isinstance(value, float) else str(value)
 
 
-def encode_totals_csv(totals: FunnelTotals) -> str:
-    """Write *totals*' per-user rows as CSV with :data:`CSV_COLUMNS`."""
+def write_csv_records(columns: tuple[str, ...], records: Iterable[object]) -> str:
+    """*records*' attributes named by *columns*, as CSV with a header row (null: empty)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for row in totals.data:
-        writer.writerow([csv_value(getattr(row, name)) for name in CSV_COLUMNS])
+    writer.writerow(columns)
+    for record in records:
+        writer.writerow([csv_value(getattr(record, name)) for name in columns])
     return out.getvalue()

@@ -11,14 +11,18 @@ with ``raise ... from exc`` at the boundary where it happens::
     ├── TransportError           connection refused/reset, broken stream       (retried)
     │   └── RequestTimeoutError  one attempt took longer than the timeout      (retried)
     ├── ResponseDecodeError      a 2xx body that is not the documented shape   (retried)
+    │   └── ResponseTooLargeError a body past Client(max_response_bytes=)  (never retried)
+    ├── ClientClosedError        the client was closed while the call was in flight
     └── APIError                 any other non-2xx status; .status, .body
         ├── AuthenticationError  401 / 403
         ├── NotFoundError        404 (unknown pipeline, saved search, path)
         ├── RateLimitedError     429, or a wait longer than the policy allows; .retry_after
         └── ServerError          5xx                                    (500/502/503/504 retried)
 
-Messages never contain credentials: nothing here is ever given a header map
-with ``Authorization`` in it, and response bodies are Close's own words.
+Messages never contain credentials: the client redacts every form of the secret from
+the messages, kept bodies and details of each error before it reaches a caller (an
+upstream that echoes request headers in its error page would otherwise hand the key to
+whoever reads the error), and never chains an aiohttp error that holds request headers.
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "BadRequestError",
+    "ClientClosedError",
     "CloseFunnelError",
     "InvalidQueryError",
     "NotFoundError",
     "RateLimitedError",
     "RequestTimeoutError",
     "ResponseDecodeError",
+    "ResponseTooLargeError",
     "ServerError",
     "TransportError",
 ]
@@ -78,6 +84,26 @@ class ResponseDecodeError(CloseFunnelError):
     def __init__(self, message: str, *, messages: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.messages: tuple[str, ...] = tuple(messages)
+
+
+class ResponseTooLargeError(ResponseDecodeError):
+    """
+    A response body longer than ``Client(max_response_bytes=...)``.
+
+    The client stops reading at the cap and closes the connection, so a hostile or broken
+    upstream (an endless chunked stream, a multi-gigabyte page) costs at most the cap in
+    memory. Never retried: the same request would get the same answer.
+    """
+
+
+class ClientClosedError(CloseFunnelError, RuntimeError):
+    """
+    The client was closed (``aclose()``) while this call was in flight, or before it.
+
+    A caller that was not itself cancelled gets this rather than a bare
+    ``CancelledError``, which would look like its own cancellation. Also a
+    ``RuntimeError``, as using a closed client always was.
+    """
 
 
 class APIError(CloseFunnelError):

@@ -1,7 +1,9 @@
 """
 What Close returns: funnel reports, pipelines and users, as frozen attrs values.
 
-Field names are Close's wire names, so the converter needs no renames. Money is
+Field names are Close's wire names, so the converter needs no renames. The report's
+codecs (JSON and CSV, as the client decodes them) live here, over the generic converter
+of :mod:`closefunnel._convert`, which knows no model: the dependency runs one way. Money is
 integer cents (annualized: monthly values x 12), durations are seconds, rates are
 fractions in ``[0, 1]``. Numbers are kept as Close sent them (``1`` stays ``1``,
 ``0.5`` stays ``0.5``), so a decoded report encodes back to the same JSON.
@@ -9,11 +11,24 @@ fractions in ``[0, 1]``. Numbers are kept as Close sent them (``1`` stays ``1``,
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Final
+
 import attrs
 
+from closefunnel._convert import (
+    CONVERTER,
+    decode,
+    decode_json,
+    fast_structure,
+    read_csv_records,
+    write_csv_records,
+)
+from closefunnel._errors import ResponseDecodeError
 from closefunnel._vocabulary import METRIC_NAMES
 
 __all__ = [
+    "CSV_COLUMNS",
     "METRIC_NAMES",
     "FunnelMetrics",
     "FunnelTotals",
@@ -21,6 +36,9 @@ __all__ = [
     "PipelineStatus",
     "User",
     "UserFunnelMetrics",
+    "decode_totals_csv",
+    "decode_totals_json",
+    "encode_totals_csv",
 ]
 
 
@@ -62,6 +80,7 @@ class UserFunnelMetrics(FunnelMetrics):
     user_id: str
 
 
+@fast_structure
 @attrs.frozen(kw_only=True)
 class FunnelTotals:
     """
@@ -81,8 +100,6 @@ class FunnelTotals:
         Raises:
             ResponseDecodeError: *body* is not JSON or not a funnel report.
         """
-        from closefunnel._convert import decode_totals_json
-
         return decode_totals_json(body)
 
     @classmethod
@@ -93,21 +110,63 @@ class FunnelTotals:
         Raises:
             ResponseDecodeError: *text* is not such a CSV report.
         """
-        from closefunnel._convert import decode_totals_csv
-
         return decode_totals_csv(text)
 
     def to_json(self) -> str:
         """Encode the report as Close's JSON (``aggregations`` is null for a CSV report)."""
-        from closefunnel._convert import CONVERTER
-
         return CONVERTER.dumps(self).decode()
 
     def to_csv(self) -> str:
         """Encode the per-user rows as the CSV Close sends for ``Accept: text/csv``."""
-        from closefunnel._convert import encode_totals_csv
-
         return encode_totals_csv(self)
+
+
+#: The columns of a per-user CSV report, in the order closefunnel writes them.
+CSV_COLUMNS: Final = ("user_id", *METRIC_NAMES)
+
+
+def _unique_users(totals: FunnelTotals) -> FunnelTotals:
+    """
+    *totals*, after checking no ``user_id`` is listed twice: the merge joins rows by
+    user, and a second row would silently replace the first.
+    """
+    rows = totals.data
+    if len({row.user_id for row in rows}) != len(rows):
+        counts = Counter(row.user_id for row in rows)
+        repeated = sorted(user_id for user_id, count in counts.items() if count > 1)
+        shown = ", ".join(repr(user_id) for user_id in repeated[:5])
+        more = f" (+{len(repeated) - 5} more)" if len(repeated) > 5 else ""
+        raise ResponseDecodeError(
+            f"the report lists user_id {shown}{more} more than once",
+            messages=[f"FunnelTotals.data: user_id {user_id!r} repeated" for user_id in repeated],
+        )
+    return totals
+
+
+def decode_totals_json(body: bytes | str, *, strict: bool = False) -> FunnelTotals:
+    """Decode a JSON funnel totals report (each ``user_id`` at most once)."""
+    return _unique_users(decode_json(body, FunnelTotals, strict=strict))
+
+
+def decode_totals_csv(text: str | bytes, *, strict: bool = False) -> FunnelTotals:
+    """
+    Decode a per-user CSV report: a header row, then one row per user.
+
+    Columns are matched by name, in any order; an empty cell is null. The result has
+    ``aggregations=None`` because Close's CSV carries per-user rows only.
+
+    Raises:
+        ResponseDecodeError: not decodable text, a missing column, a ragged row, a bad
+            value or a ``user_id`` listed twice.
+    """
+    data = read_csv_records(text, CSV_COLUMNS, text_columns=("user_id",))
+    totals = decode({"aggregations": None, "data": data}, FunnelTotals, strict=strict)
+    return _unique_users(totals)
+
+
+def encode_totals_csv(totals: FunnelTotals) -> str:
+    """Write *totals*' per-user rows as CSV with :data:`CSV_COLUMNS`."""
+    return write_csv_records(CSV_COLUMNS, totals.data)
 
 
 @attrs.frozen(kw_only=True)

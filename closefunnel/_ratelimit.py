@@ -29,6 +29,7 @@ __all__ = [
     "header",
     "parse_ratelimit",
     "parse_retry_after",
+    "pause_after_429",
     "wait_after_429",
 ]
 
@@ -180,7 +181,13 @@ def wait_after_429(headers: Mapping[str, str], body: bytes, *, now: float) -> fl
     organization's, was hit), the longer wait wins: the client never comes back sooner
     than the server asked. With no signal at all, :data:`DEFAULT_429_WAIT`.
     """
-    info = parse_ratelimit(headers)
+    return pause_after_429(parse_ratelimit(headers), headers, body, now=now)
+
+
+def pause_after_429(
+    info: RateLimitInfo | None, headers: Mapping[str, str], body: bytes, *, now: float
+) -> float:
+    """:func:`wait_after_429` for a response whose ``RateLimit`` facts are already parsed."""
     precise = info.reset if info is not None else _body_rate_reset(body)
     retry_after = parse_retry_after(header(headers, "Retry-After"), now=now)
     if precise is None:

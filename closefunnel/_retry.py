@@ -13,7 +13,7 @@ What is retried:
   ``deadline``; a pause longer than ``max_wait`` raises :class:`RateLimitedError` at once.
 - 500/502/503/504, connection errors, resets, timeouts, truncated or undecodable 2xx
   bodies: capped exponential backoff with full jitter (a 503's ``Retry-After`` is
-  honoured as a floor).
+  honoured as a floor). Not a body past ``max_response_bytes``: it would come again.
 - Never 400/401/403/404, never ``CancelledError``.
 """
 
@@ -31,6 +31,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from closefunnel._errors import (
     RateLimitedError,
     ResponseDecodeError,
+    ResponseTooLargeError,
     ServerError,
     TransportError,
 )
@@ -80,17 +81,20 @@ class RetryPolicy:
         return rng.uniform(0.0, cap) if cap > 0 else 0.0
 
 
-def is_retryable(exc: BaseException, policy: RetryPolicy, elapsed: float = 0.0) -> bool:
+def is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
     """
-    Whether *exc* is worth another attempt under *policy*, *elapsed* seconds into the call.
+    Whether *exc* is worth another attempt under *policy* (the deadline is the stop
+    rule's business, not this one's).
     """
     if isinstance(exc, RateLimitedError):
         wait = exc.retry_after or 0.0
-        return wait <= policy.max_wait and elapsed + wait < policy.deadline
+        return wait <= policy.max_wait and wait < policy.deadline
     if isinstance(exc, ServerError):
         if exc.status not in RETRYABLE_STATUSES:
             return False
         return exc.retry_after is None or exc.retry_after <= policy.max_wait
+    if isinstance(exc, ResponseTooLargeError):
+        return False  # the same request gets the same body: reading it again only costs
     return isinstance(exc, TransportError | ResponseDecodeError)
 
 

@@ -9,16 +9,17 @@ https://developer.close.com/api/overview/http-response-codes and reference/close
 
 from __future__ import annotations
 
+import ipaddress
 import math
-from collections.abc import Mapping
-from typing import Any, Final, Literal, TypeAlias, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import attrs
 import orjson
 
 from closefunnel._auth import Credentials
-from closefunnel._convert import decode, decode_totals_csv, decode_totals_json
+from closefunnel._convert import decode
 from closefunnel._errors import (
     APIError,
     AuthenticationError,
@@ -30,24 +31,36 @@ from closefunnel._errors import (
     ResponseDecodeError,
     ServerError,
 )
-from closefunnel._models import FunnelTotals
+from closefunnel._models import FunnelTotals, decode_totals_csv, decode_totals_json
 from closefunnel._query import Compared, FunnelQuery, compared_fields
-from closefunnel._ratelimit import header, parse_retry_after, wait_after_429
+from closefunnel._ratelimit import (
+    RateLimitInfo,
+    header,
+    parse_ratelimit,
+    parse_retry_after,
+    pause_after_429,
+)
 from closefunnel._version import __version__
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "ERROR_BODY_LIMIT",
     "TOTALS_PATH",
     "Format",
     "HttpRequest",
+    "Interpreted",
     "build_get_request",
     "build_totals_request",
     "endpoint_group",
     "error_for_status",
     "format_tz_offset",
+    "interpret",
+    "is_loopback_host",
+    "list_decoder",
     "normalize_base_url",
     "parse_list_response",
     "parse_totals_response",
+    "totals_decoder",
 ]
 
 #: Close's API root; every path below is relative to it.
@@ -55,6 +68,10 @@ DEFAULT_BASE_URL: Final = "https://api.close.com/api/v1/"
 #: The funnel totals report, relative to the API root.
 TOTALS_PATH: Final = "report/funnel/opportunity/totals/"
 USER_AGENT: Final = f"closefunnel/{__version__} (+aiohttp)"
+
+#: The most of a non-2xx body that is read and kept on the error: enough for any error
+#: Close writes, far too little for a hostile page to cost memory.
+ERROR_BODY_LIMIT: Final = 64 * 1024
 
 Format: TypeAlias = Literal["json", "csv"]
 _ACCEPT: Final[Mapping[str, str]] = {"json": "application/json", "csv": "text/csv"}
@@ -97,13 +114,26 @@ def endpoint_group(method: str, path: str) -> str:
     return f"{method.upper()} {'/'.join(segments[:2])}"
 
 
-def normalize_base_url(base_url: str) -> str:
+def is_loopback_host(host: str) -> bool:
+    """Whether *host* names this machine: ``localhost``, 127.0.0.0/8 or ``::1``."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def normalize_base_url(base_url: str, *, allow_insecure_http: bool = False) -> str:
     """
     *base_url* with exactly one trailing slash, after checking it is a plain http(s) URL.
 
     Credentials in the URL are refused (the key goes in the Authorization header, and a
     password there would show in every repr), and so are a query or a fragment, which
-    would end up in the middle of every request's URL.
+    would end up in the middle of every request's URL. Plain ``http://`` is refused for
+    any host but this machine unless *allow_insecure_http*: every request carries the
+    key, which would cross the network in clear text.
     """
 
     def refuse(why: str) -> InvalidQueryError:
@@ -124,6 +154,14 @@ def normalize_base_url(base_url: str) -> str:
         raise refuse("it holds credentials; pass the key as api_key= instead")
     if parts.query or parts.fragment:
         raise refuse("it has a query or fragment")
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
+        raise InvalidQueryError(
+            f"base_url {base_url!r} is plain http:// to a host other than this machine, so "
+            "the API key would travel in clear text; use https://, or pass "
+            "allow_insecure_http=True if the network is yours",
+            field="base_url",
+            rule="https",
+        )
     return base_url.rstrip("/") + "/"
 
 
@@ -240,26 +278,46 @@ def _error_message(data: Any, fallback: str) -> str:
     return fallback
 
 
-def error_for_status(
-    status: int, headers: Mapping[str, str], body: bytes, *, now: float
-) -> CloseFunnelError | None:
-    """
-    The exception a non-2xx response means, or None for a 2xx.
-
-    Args:
-        status: The HTTP status.
-        headers: The response headers (any case).
-        body: The raw response body (may be empty).
-        now: The current Unix time, for ``Retry-After`` HTTP-dates.
-    """
-    if 200 <= status < 300:
+def _declared_length(headers: Mapping[str, str]) -> int | None:
+    declared = header(headers, "Content-Length")
+    if declared is None or not declared.strip().isdigit():
         return None
-    try:
-        data: Any = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        data = None
-    text = body[:200].decode("utf-8", "replace").strip()
-    detail = _error_message(data, text or "no details in the response body")
+    return int(declared)
+
+
+def _cut_note(shown: int, total: int | None) -> str:
+    """How a cut is said: how many bytes were left out, when that is known."""
+    if total is not None:
+        return f" … [truncated, {total - shown} bytes more]"
+    if shown < ERROR_BODY_LIMIT:
+        return f" … [truncated; the body ran past {ERROR_BODY_LIMIT} bytes]"
+    return f" … [truncated after {shown} bytes]"
+
+
+def _error(
+    status: int, headers: Mapping[str, str], body: bytes, *, now: float, pause: float
+) -> CloseFunnelError:
+    # The client reads at most one byte past ERROR_BODY_LIMIT of an error body, so the
+    # full length, when past the limit, is known only from Content-Length.
+    cut = len(body) > ERROR_BODY_LIMIT
+    total = _declared_length(headers) if cut else len(body)
+    if total is not None and total < len(body):
+        total = None  # a Content-Length that contradicts the body is no measure of it
+    kept = body[:ERROR_BODY_LIMIT]
+    data: Any = None
+    if kept and not cut:
+        try:
+            data = orjson.loads(kept)
+        except orjson.JSONDecodeError:
+            data = None
+    detail = _error_message(data, "")
+    if not detail:  # no message of Close's: quote the start of the body
+        text = kept[:200].decode("utf-8", "replace").strip()
+        detail = text or "no details in the response body"
+        if len(body) > 200:
+            detail += _cut_note(200, total)
+    if cut:  # what was cut is no JSON value: keep the text that was read, and say so
+        data = kept.decode("utf-8", "replace") + _cut_note(ERROR_BODY_LIMIT, total)
     message = f"Close answered {status}: {detail}"
     if status == 400:
         errors = data.get("errors") if isinstance(data, dict) else None
@@ -280,10 +338,9 @@ def error_for_status(
     if status == 404:
         return NotFoundError(message, status=status, body=data)
     if status == 429:
-        wait = wait_after_429(headers, body, now=now)
         return RateLimitedError(
-            f"Close's rate limit was hit; it asks to wait {wait:.2f}s",
-            retry_after=wait,
+            f"Close's rate limit was hit; it asks to wait {pause:.2f}s",
+            retry_after=pause,
             body=data,
         )
     if status >= 500:
@@ -292,10 +349,80 @@ def error_for_status(
     return APIError(message, status=status, body=data)
 
 
-def _raise_for_status(status: int, headers: Mapping[str, str], body: bytes, now: float) -> None:
-    error = error_for_status(status, headers, body, now=now)
-    if error is not None:
-        raise error
+@attrs.frozen
+class Interpreted(Generic[T]):
+    """
+    What one response means, worked out once: the value or the typed error, plus what
+    the gate learns from it.
+
+    Attributes:
+        value: The decoded value of a 2xx response (None when *error* is set).
+        error: The typed error the response means, if any.
+        ratelimit: The rate-limit facts its headers announce (None: none announced).
+        pause: Seconds a 429 asks the whole endpoint group to pause (0 otherwise).
+    """
+
+    value: T | None
+    error: CloseFunnelError | None
+    ratelimit: RateLimitInfo | None
+    pause: float = 0.0
+
+    def unwrap(self) -> T:
+        """The value, or raise the error."""
+        if self.error is not None:
+            raise self.error
+        return self.value  # type: ignore[return-value]  # set whenever error is None
+
+
+def interpret(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    decode: Callable[[bytes], T],
+) -> Interpreted[T]:
+    """
+    Turn one response into its value or typed error, plus its rate-limit facts.
+
+    Args:
+        status: The HTTP status.
+        headers: The response headers (any case).
+        body: The raw response body (may be empty).
+        now: The current Unix time, for ``Retry-After`` HTTP-dates.
+        decode: Turns a 2xx body into the value; raises :class:`ResponseDecodeError`.
+    """
+    ratelimit = parse_ratelimit(headers)
+    if 200 <= status < 300:
+        try:
+            return Interpreted(decode(body), None, ratelimit)
+        except CloseFunnelError as exc:
+            return Interpreted(None, exc, ratelimit)
+    pause = pause_after_429(ratelimit, headers, body, now=now) if status == 429 else 0.0
+    return Interpreted(None, _error(status, headers, body, now=now, pause=pause), ratelimit, pause)
+
+
+def error_for_status(
+    status: int, headers: Mapping[str, str], body: bytes, *, now: float
+) -> CloseFunnelError | None:
+    """
+    The exception a non-2xx response means, or None for a 2xx (see :func:`interpret`).
+
+    Args:
+        status: The HTTP status.
+        headers: The response headers (any case).
+        body: The raw response body (may be empty); past :data:`ERROR_BODY_LIMIT` it is
+            cut, and the message says so.
+        now: The current Unix time, for ``Retry-After`` HTTP-dates.
+    """
+    if 200 <= status < 300:
+        return None
+    return interpret(status, headers, body, now=now, decode=bytes).error
+
+
+def totals_decoder(format: Format) -> Callable[[bytes], FunnelTotals]:
+    """The body decoder of a funnel totals report in *format*."""
+    return decode_totals_csv if format == "csv" else decode_totals_json
 
 
 def parse_totals_response(
@@ -308,10 +435,26 @@ def parse_totals_response(
         CloseFunnelError: the status's error (see :func:`error_for_status`), or
             :class:`ResponseDecodeError` for a 2xx body that is not a report.
     """
-    _raise_for_status(status, headers, body, now)
-    if format == "csv":
-        return decode_totals_csv(body)
-    return decode_totals_json(body)
+    return interpret(status, headers, body, now=now, decode=totals_decoder(format)).unwrap()
+
+
+def list_decoder(cls: type[T]) -> Callable[[bytes], tuple[list[T], bool]]:
+    """
+    The body decoder of a Close list response (``{"data": [...], "has_more": ...}``):
+    its items and whether more pages follow.
+    """
+
+    def decode_list(body: bytes) -> tuple[list[T], bool]:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ResponseDecodeError(f"response is not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise ResponseDecodeError("list response has no 'data' list")
+        items = decode(data["data"], list[cls])  # type: ignore[valid-type]  # a runtime type
+        return items, bool(data.get("has_more", False))
+
+    return decode_list
 
 
 def parse_list_response(
@@ -321,12 +464,4 @@ def parse_list_response(
     The items of a Close list response (``{"data": [...], "has_more": ...}``) and
     whether more pages follow.
     """
-    _raise_for_status(status, headers, body, now)
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ResponseDecodeError(f"response is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise ResponseDecodeError("list response has no 'data' list")
-    items = decode(data["data"], list[cls])  # type: ignore[valid-type]  # cls is a runtime type
-    return items, bool(data.get("has_more", False))
+    return interpret(status, headers, body, now=now, decode=list_decoder(cls)).unwrap()

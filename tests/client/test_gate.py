@@ -53,22 +53,6 @@ async def test_refunds_during_the_cold_start_do_not_stall_the_queue() -> None:
     assert gate.snapshot().in_flight == 0
 
 
-async def test_a_caller_arriving_as_a_shared_call_is_cancelled_gets_its_own(
-    start_emulator: EmulatorFactory,
-) -> None:
-    """Joining an identical call whose last caller just left starts a fresh call."""
-    async with (
-        start_emulator(dataset="docs-example", latency=0.3) as emu,
-        cf.Client(api_key=emu.api_key, base_url=emu.base_url) as client,
-    ):
-        first = asyncio.create_task(client.pipelines())
-        await asyncio.sleep(0.1)
-        first.cancel()
-        second = asyncio.create_task(client.pipelines())
-        pipelines = await second
-    assert pipelines
-
-
 async def test_users_follow_every_page(start_emulator: EmulatorFactory) -> None:
     """An organization with more users than one page holds still lists them all."""
     async with (

@@ -10,7 +10,7 @@ import pytest
 from closeio_api import API, ValidationError
 from emulator_helpers import DOCS_REQUEST, DOCS_RESPONSE_TEXT, TOTALS, post_totals
 
-from closefunnel._convert import CSV_COLUMNS
+from closefunnel._models import CSV_COLUMNS
 from closefunnel.emulator import Emulator
 
 

@@ -15,13 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from closefunnel import METRIC_NAMES, FunnelTotals, Pipeline, ResponseDecodeError, make_converter
-from closefunnel._convert import (
-    CSV_COLUMNS,
-    decode,
-    decode_json,
-    decode_totals_csv,
-    decode_totals_json,
-)
+from closefunnel._convert import decode, decode_json
+from closefunnel._models import CSV_COLUMNS, decode_totals_csv, decode_totals_json
 
 HEADER = ",".join(CSV_COLUMNS)
 ROW = "user_1,3600,1000000,1,1,1,1,1000000,1000000,1000000,1"

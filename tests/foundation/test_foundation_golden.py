@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from closefunnel import FunnelMetrics, FunnelQuery, FunnelTotals, UserFunnelMetrics
-from closefunnel._convert import decode_totals_csv, decode_totals_json
+from closefunnel._models import decode_totals_csv, decode_totals_json
 
 USER_1 = "user_N6KhMpzHRCYQHdn4gRNIFNN5JExnsrprKA6ekxM63XA"
 USER_2 = "user_Ova4RGFG7pztSeJiiMFdN7O2MFl71nD0uGO3bIOo4Wk"

@@ -26,13 +26,19 @@ from closefunnel import (
     ResponseDecodeError,
     ServerError,
 )
+from closefunnel._ratelimit import RateLimitInfo, wait_after_429
 from closefunnel._sansio import (
+    ERROR_BODY_LIMIT,
     TOTALS_PATH,
+    Interpreted,
     build_get_request,
     build_totals_request,
     endpoint_group,
     error_for_status,
     format_tz_offset,
+    interpret,
+    is_loopback_host,
+    list_decoder,
     normalize_base_url,
     parse_list_response,
     parse_totals_response,
@@ -362,3 +368,67 @@ def test_parse_list_response() -> None:
             parse_list_response(200, {}, bad, Pipeline, now=NOW)
     with pytest.raises(AuthenticationError):
         parse_list_response(401, {}, b"", Pipeline, now=NOW)
+
+
+# -- interpret: one reading of a response ------------------------------------------------------
+
+
+def test_interpret_works_out_the_value_and_the_gate_facts_once() -> None:
+    """A 2xx: the decoded value plus the RateLimit facts; no pause."""
+    body = b'{"data": [], "has_more": false}'
+    headers = {"ratelimit": "limit=10, remaining=3, reset=1.5"}
+    outcome = interpret(200, headers, body, now=NOW, decode=list_decoder(Pipeline))
+    assert outcome == Interpreted(([], False), None, RateLimitInfo(10, 3, 1.5), 0.0)
+    assert outcome.unwrap() == ([], False)
+
+
+def test_interpret_gives_a_429_its_pause_and_the_error_the_same_figure() -> None:
+    headers = {"RateLimit": "limit=10, remaining=0, reset=2.5", "Retry-After": "3"}
+    outcome = interpret(429, headers, b"", now=NOW, decode=bytes)
+    assert outcome.pause == wait_after_429(headers, b"", now=NOW) == 2.5
+    assert outcome.ratelimit == RateLimitInfo(10, 0, 2.5)
+    assert isinstance(outcome.error, RateLimitedError)
+    assert outcome.error.retry_after == outcome.pause
+    with pytest.raises(RateLimitedError):
+        outcome.unwrap()
+
+
+def test_interpret_returns_a_decode_failure_as_the_error() -> None:
+    outcome = interpret(200, {}, b"not json", now=NOW, decode=list_decoder(Pipeline))
+    assert isinstance(outcome.error, ResponseDecodeError)
+    assert outcome.value is None
+
+
+def test_an_error_body_past_64_kib_is_cut_and_the_cut_said() -> None:
+    """The kept body and the message say how much more there was (from Content-Length)."""
+    body = b"x" * (ERROR_BODY_LIMIT + 1)
+    error = error_for_status(502, {"Content-Length": "1000000"}, body, now=NOW)
+    assert isinstance(error, ServerError)
+    assert isinstance(error.body, str)
+    assert error.body == "x" * ERROR_BODY_LIMIT + f" … [truncated, {1_000_000 - 65536} bytes more]"
+    assert (
+        str(error) == f"Close answered 502: {'x' * 200} … [truncated, {1_000_000 - 200} bytes more]"
+    )
+    unknown = error_for_status(502, {}, body, now=NOW)
+    assert isinstance(unknown, ServerError)
+    assert str(unknown).endswith(" … [truncated; the body ran past 65536 bytes]")
+    assert unknown.body.endswith(" … [truncated after 65536 bytes]")
+    short = error_for_status(502, {}, b"y" * 300, now=NOW)
+    assert str(short).endswith("y … [truncated, 100 bytes more]")
+    assert short is not None
+    assert short.body is None  # not JSON, and nothing was cut
+
+
+def test_plain_http_is_only_for_this_machine_unless_allowed() -> None:
+    assert is_loopback_host("127.0.0.1")
+    assert is_loopback_host("127.255.0.9")
+    assert is_loopback_host("::1")
+    assert is_loopback_host("localhost")
+    assert is_loopback_host("LOCALHOST.")
+    assert not is_loopback_host("10.0.0.1")
+    assert not is_loopback_host("localhost.example.com")
+    with pytest.raises(InvalidQueryError, match="clear text"):
+        normalize_base_url("http://api.close.com/api/v1")
+    assert normalize_base_url("http://api.close.com/api/v1", allow_insecure_http=True) == (
+        "http://api.close.com/api/v1/"
+    )

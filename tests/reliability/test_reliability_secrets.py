@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import socket
 import traceback
@@ -14,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 import uvicorn
+from hostile_server import Handler, Hostile, Request, hostile_thread, response
 
 import closefunnel as cf
 from closefunnel._sansio import build_totals_request
@@ -240,3 +242,139 @@ async def test_fastapi_error_responses_never_show_the_secret(
                         scan.texts += [await response.text(), repr(dict(response.headers))]
     assert {404, 422, 502, 503} <= statuses, statuses
     assert scan.check(caplog.records) > 1_000
+
+
+# -- an upstream that echoes the request: redaction at the trust boundary ----------------------
+
+KEY = "api_7Qx3LmEcho.SuperSecretValue123"
+TOKEN = "tokSecretBearerXYZ987"
+ECHO_QUERY = cf.FunnelQuery(pipeline="pipe_1", report_range="this-month")
+ONCE = cf.RetryPolicy(attempts=1, max_wait=1.0)
+
+
+def _echo(status: int, *, as_json: bool) -> Handler:
+    """A debugging proxy's error page: the request's headers, Authorization included."""
+
+    async def handle(request: Request, writer: asyncio.StreamWriter) -> None:
+        raw = request.raw_headers
+        if as_json:
+            body = json.dumps(
+                {
+                    "error": f"denied; you sent {raw}",
+                    "errors": [raw],
+                    "field-errors": {"pipeline": raw},
+                    "echo": {"headers": request.headers, "deep": [[{"auth": raw}]]},
+                }
+            ).encode()
+            kind = "application/json"
+        else:
+            body, kind = f"<html><pre>{raw}</pre></html>".encode(), "text/html"
+        writer.write(response(status, body, content_type=kind, headers={"Retry-After": "3600"}))
+
+    return handle
+
+
+def _secret_views(exc: BaseException) -> list[object]:
+    """Everything a caller (or Sentry) may print of an error."""
+    return [
+        exc,
+        exc.__cause__,
+        exc.__context__,
+        repr(exc.__cause__),
+        *(getattr(exc, name, None) for name in ("body", "errors", "field_errors", "messages")),
+    ]
+
+
+@pytest.mark.parametrize("status", [200, 400, 401, 404, 429, 500, 503])
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "html"])
+@pytest.mark.parametrize("scheme", ["api_key", "token"])
+async def test_an_echoed_authorization_header_is_redacted(
+    status: int, as_json: bool, scheme: str
+) -> None:
+    """Messages, kept bodies, details, the cause and the traceback hold no form of it."""
+    credential = {scheme: KEY if scheme == "api_key" else TOKEN}
+    scan = Scan(KEY, TOKEN)
+    async with Hostile(_echo(status, as_json=as_json)) as server:
+        client = cf.Client(base_url=server.base_url, retry=ONCE, **credential)
+        async with client:
+            with pytest.raises(cf.CloseFunnelError) as caught:
+                await client.funnel_totals(ECHO_QUERY)
+            with pytest.raises(cf.CloseFunnelError) as listed:
+                await client.pipelines()
+    echoed = server.requests[0].headers["authorization"]
+    assert echoed.endswith(scan.secrets[1] if scheme == "api_key" else TOKEN)  # it was sent
+    for error in (caught.value, listed.value):
+        scan.add(*_secret_views(error))
+        if status != 200:
+            assert isinstance(error, cf.APIError)
+            assert error.status == status
+        if status not in (200, 429):
+            assert "***" in str(error) or "***" in repr(error.body)  # echoed, then redacted
+    scan.check()
+
+
+async def test_a_malformed_response_chains_no_aiohttp_error() -> None:
+    """aiohttp's parse error holds the request headers: it is described, not chained."""
+
+    async def malformed(_: Request, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n{}")
+
+    async def bad_chunks(_: Request, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nxx\r\n")
+
+    scan = Scan(KEY)
+    for handler in (malformed, bad_chunks):
+        async with Hostile(handler) as server:
+            client = cf.Client(api_key=KEY, base_url=server.base_url, retry=ONCE)
+            async with client:
+                with pytest.raises(cf.TransportError) as caught:
+                    await client.funnel_totals(ECHO_QUERY)
+        error = caught.value
+        assert error.__cause__ is None
+        assert error.__suppress_context__
+        printed = "".join(traceback.format_exception(error))
+        assert "RequestInfo" not in printed
+        assert "site-packages/aiohttp" not in printed
+        scan.add(*_secret_views(error))
+    scan.check()
+
+
+def test_the_cli_prints_an_echoed_key_redacted(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI renders the redacted error: its stderr shows no form of the key."""
+    monkeypatch.setenv("CLOSE_API_KEY", KEY)
+    scan = Scan(KEY)
+    for status in (400, 401, 404):
+        for as_json in (True, False):
+            with hostile_thread(_echo(status, as_json=as_json)) as server:
+                argv = ["totals", "--pipeline", "pipe_1", "--base-url", server.base_url]
+                code = main([*argv, "--tz-offset", "0"])
+            out, err = capsys.readouterr()
+            assert code == (2 if status == 400 else 1)  # a 400 is bad input
+            assert str(status) in err
+            scan.texts += [out, err]
+    scan.check()
+
+
+async def test_the_web_api_answers_an_echoed_key_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    """The FastAPI error response (and its logs) show no form of the key."""
+    caplog.set_level(logging.DEBUG)
+    scan = Scan(KEY)
+    statuses = set()
+    async with aiohttp.ClientSession() as http:
+        for status in (400, 401, 404, 500):
+            async with Hostile(_echo(status, as_json=True)) as server:
+
+                def factory(base_url: str = server.base_url) -> cf.Client:
+                    return cf.Client(api_key=KEY, base_url=base_url, retry=ONCE)
+
+                async with (
+                    _serve(create_app(client_factory=factory)) as url,
+                    http.get(url + "/funnel/pipe_1") as answer,
+                ):
+                    statuses.add(answer.status)
+                    scan.texts += [await answer.text(), repr(dict(answer.headers))]
+    assert len(statuses) >= 2
+    assert all(status >= 400 for status in statuses)
+    scan.check(caplog.records)

@@ -1,4 +1,9 @@
-"""The TTL cache: expiry on an injected clock, single-flight, failures not cached."""
+"""
+The TTL cache: expiry on an injected clock, failures not cached.
+
+Its single-flight races are tested once, against the primitive, in
+tests/foundation/test_singleflight.py.
+"""
 
 from __future__ import annotations
 
@@ -38,25 +43,8 @@ async def test_values_are_served_until_the_ttl_passes() -> None:
     assert (cache.hits, cache.misses) == (1, 3)
 
 
-async def test_concurrent_identical_requests_share_one_fetch() -> None:
-    cache: TTLCache[str, str] = TTLCache(ttl=30)
-    started = 0
-    release = asyncio.Event()
-
-    async def fetch() -> str:
-        nonlocal started
-        started += 1
-        await release.wait()
-        return "value"
-
-    waiters = [asyncio.create_task(cache.get("k", fetch)) for _ in range(5)]
-    await asyncio.sleep(0)
-    release.set()
-    assert await asyncio.gather(*waiters) == ["value"] * 5
-    assert started == 1
-
-
-async def test_failures_are_shared_but_not_cached() -> None:
+async def test_concurrent_callers_share_one_fetch_and_its_failure_is_not_cached() -> None:
+    """The cache shares fetches through SingleFlight (its races: test_singleflight.py)."""
     cache: TTLCache[str, str] = TTLCache(ttl=30)
     attempts = 0
 
@@ -73,34 +61,9 @@ async def test_failures_are_shared_but_not_cached() -> None:
     )
     assert [type(r) for r in results] == [RuntimeError, RuntimeError]
     assert attempts == 1
+    assert (cache.hits, cache.misses) == (1, 1)  # the second caller joined the fetch
     assert await cache.get("k", fetch) == "ok"
     assert len(cache) == 1
-
-
-async def test_cancelling_every_waiter_cancels_the_fetch() -> None:
-    cache: TTLCache[str, str] = TTLCache(ttl=30)
-    cancelled = asyncio.Event()
-
-    async def fetch() -> str:
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return "never"
-
-    one = asyncio.create_task(cache.get("k", fetch))
-    two = asyncio.create_task(cache.get("k", fetch))
-    await asyncio.sleep(0.01)
-    one.cancel()
-    await asyncio.sleep(0.01)
-    assert not cancelled.is_set()  # *two* still wants it
-    two.cancel()
-    async with asyncio.timeout(2):
-        await cancelled.wait()
-    for task in (one, two):
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 async def test_oldest_entries_are_dropped_beyond_max_entries() -> None:
@@ -120,18 +83,3 @@ def test_bad_settings_are_refused() -> None:
         TTLCache(ttl=0)
     with pytest.raises(ValueError, match="max_entries"):
         TTLCache(ttl=1, max_entries=0)
-
-
-async def test_a_caller_arriving_as_a_fetch_is_cancelled_gets_its_own() -> None:
-    """Joining a fetch whose last waiter just left starts a fresh fetch, not a cancelled one."""
-    cache: TTLCache[str, int] = TTLCache(ttl=30)
-
-    async def fetch() -> int:
-        await asyncio.sleep(0.2)
-        return 1
-
-    first = asyncio.create_task(cache.get("k", fetch))
-    await asyncio.sleep(0.05)
-    first.cancel()
-    second = asyncio.create_task(cache.get("k", fetch))
-    assert await second == 1

@@ -1,0 +1,119 @@
+"""
+The single-flight primitive's races, tested once: the client and the TTL cache both use it.
+
+(Moved here from tests/web/test_cache.py and tests/client/test_gate.py, which tested the
+same races against the two copies the primitive replaces.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from closefunnel._singleflight import SingleFlight
+
+
+async def test_concurrent_identical_calls_share_one_run() -> None:
+    flights: SingleFlight[str, str] = SingleFlight()
+    started = 0
+    release = asyncio.Event()
+
+    async def work() -> str:
+        nonlocal started
+        started += 1
+        await release.wait()
+        return "value"
+
+    waiters = [asyncio.create_task(flights.run("k", work)) for _ in range(5)]
+    await asyncio.sleep(0)
+    assert "k" in flights
+    release.set()
+    assert await asyncio.gather(*waiters) == ["value"] * 5
+    assert started == 1
+    assert len(flights) == 0  # forgotten once done
+
+
+async def test_failures_are_shared_and_then_forgotten() -> None:
+    flights: SingleFlight[str, str] = SingleFlight()
+    attempts = 0
+
+    async def work() -> str:
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(0)
+        if attempts == 1:
+            raise RuntimeError("upstream down")
+        return "ok"
+
+    results = await asyncio.gather(
+        flights.run("k", work), flights.run("k", work), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [RuntimeError, RuntimeError]
+    assert attempts == 1
+    assert await flights.run("k", work) == "ok"
+
+
+async def test_cancelling_every_waiter_cancels_the_work() -> None:
+    flights: SingleFlight[str, str] = SingleFlight()
+    running = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def work() -> str:
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    one = asyncio.create_task(flights.run("k", work))
+    two = asyncio.create_task(flights.run("k", work))
+    await running.wait()
+    one.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await one
+    await asyncio.sleep(0)
+    assert not cancelled.is_set()  # *two* still wants it
+    two.cancel()
+    async with asyncio.timeout(2):
+        await cancelled.wait()
+    with pytest.raises(asyncio.CancelledError):
+        await two
+
+
+async def test_a_caller_arriving_as_the_work_is_cancelled_gets_its_own() -> None:
+    """Joining work whose last waiter just left starts fresh work, not the cancelled one."""
+    flights: SingleFlight[str, int] = SingleFlight()
+    runs = 0
+    running = asyncio.Event()
+
+    async def work() -> int:
+        nonlocal runs
+        runs += 1
+        running.set()
+        await asyncio.sleep(0.05)
+        return runs
+
+    first = asyncio.create_task(flights.run("k", work))
+    await running.wait()
+    first.cancel()
+    await asyncio.sleep(0)  # the first caller leaves; its work is still winding down
+    second = asyncio.create_task(flights.run("k", work))
+    assert await second == 2
+    assert runs == 2
+
+
+async def test_a_failure_nobody_awaits_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """The last waiter leaving after the work failed: asyncio logs no unretrieved error."""
+    flights: SingleFlight[str, int] = SingleFlight()
+
+    async def work() -> int:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await flights.run("k", work)
+    tasks = flights.tasks()
+    assert tasks == []
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
