@@ -534,7 +534,9 @@ class Client:
     def _gate(self, group: str) -> RateLimitGate:
         gate = self._gates.get(group)
         if gate is None:
-            gate = self._gates[group] = RateLimitGate(group, max_concurrency=self._max_concurrency)
+            gate = self._gates[group] = RateLimitGate(
+                group, max_concurrency=self._max_concurrency, max_hold=self._retry.max_wait
+            )
         return gate
 
     async def _all(self, calls: Sequence[Awaitable[T]]) -> list[T]:
