@@ -175,15 +175,16 @@ class Budget:
         # full, so its count says nothing about the refill: after it, only a cold-start
         # batch goes out. Requests still in flight may be counted in the new window.
         window = self.window
-        # A window that max_hold cut short lets one probe through, not a guessed batch.
-        capped = (
-            window.end is not None
-            and window.asked_end is not None
-            and window.asked_end > window.end
-        )
         window.accepted_before = window.accepted
         window.accepted = 0
-        if window.limit is None or window.end is None or window.length <= 0:
+        end, asked = window.end, window.asked_end
+        if end is not None and asked is not None and asked > end:
+            # max_hold cut this window short: one probe goes, and its answer starts afresh.
+            window.budget = None
+            window.end = window.asked_end = None
+            self.pause.probe = True
+            self.pause.after_seq = self.seq
+        elif window.limit is None or window.end is None or window.length <= 0:
             window.budget = None
             window.end = window.asked_end = None
         else:
@@ -198,7 +199,7 @@ class Budget:
             else:
                 guess = float(COLD_START)
             # At least one, so that an answer from the new window can correct the guess.
-            window.budget = 1.0 if capped else max(1.0, min(window.limit, guess) - self.in_flight)
+            window.budget = max(1.0, min(window.limit, guess) - self.in_flight)
             window.count += 1
         window.confirmed = False
 
@@ -257,7 +258,8 @@ class Budget:
         if self.pause.answered > 0:
             window.limit = float(self.pause.answered)
         # A pause is at most a window (Retry-After is the reset rounded up).
-        window.length = max(window.length, min(pause, self.max_hold))
+        if pause <= self.max_hold:
+            window.length = max(window.length, pause)
         if window.limit is not None:
             window.budget = window.limit
             window.end = window.asked_end = self.pause.until + window.length
@@ -267,7 +269,8 @@ class Budget:
         if info.limit is not None:
             window.limit = info.limit
         reset = min(info.reset, self.max_hold)
-        window.length = max(window.length, reset)
+        if info.reset <= self.max_hold:  # a capped reset says nothing of the window's length
+            window.length = max(window.length, reset)
         ends = now + reset
         # A lower bound on what is left (see the module docstring).
         budget = info.remaining - (self.seq - 1 - seen)
