@@ -15,7 +15,7 @@ import logging
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence, Sized
-from typing import Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import aiohttp
 import attrs
@@ -30,10 +30,11 @@ from closefunnel._errors import (
     ResponseDecodeError,
     TransportError,
 )
-from closefunnel._gate import GateSnapshot, RateLimitGate
+from closefunnel._gate import Gate, GateSnapshot, RateLimitGate
 from closefunnel._models import FunnelTotals, Pipeline, User
 from closefunnel._query import Compared, FunnelQuery, validate_compared
 from closefunnel._ratelimit import parse_ratelimit, wait_after_429
+from closefunnel._redis_gate import RedisFallback, RedisGate
 from closefunnel._retry import RetryPolicy, call_with_retries
 from closefunnel._sansio import (
     DEFAULT_BASE_URL,
@@ -46,6 +47,9 @@ from closefunnel._sansio import (
     parse_list_response,
     parse_totals_response,
 )
+
+if TYPE_CHECKING:
+    import redis.asyncio
 
 __all__ = ["BulkItem", "Client", "PoolSnapshot", "ProgressCallback"]
 
@@ -62,6 +66,36 @@ _Response = tuple[int, Mapping[str, str], bytes]
 _END: Final[Any] = object()  # the end of a bulk run's queries
 _PAGE_SIZE: Final = 100  # the most Close returns per page of a list
 _MAX_PAGES: Final = 1_000  # a server that always says has_more is broken, not large
+#: A shared-gate lease outlives the attempt's timeout by this much before it expires.
+_LEASE_MARGIN: Final = 5.0
+_REDIS_HINT: Final = "the shared gate needs redis-py: pip install 'closefunnel[redis]'"
+
+
+def _redis_client(value: object) -> tuple[redis.asyncio.Redis | None, bool]:
+    # A URL makes a client this Client owns (and closes); an instance is the caller's.
+    if value is None:
+        return None, False
+    try:
+        import redis.asyncio as aioredis
+    except ImportError:
+        raise InvalidQueryError(_REDIS_HINT, field="redis", rule="extra") from None
+    if isinstance(value, aioredis.Redis):
+        return value, False
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise InvalidQueryError(
+            "redis must be a redis://, rediss:// or unix:// URL or a redis.asyncio.Redis, "
+            f"got {type(value).__name__}",
+            field="redis",
+            rule="type",
+        )
+    try:
+        client = aioredis.Redis.from_url(value, socket_timeout=1.0, socket_connect_timeout=1.0)
+    except ValueError:
+        # The message could quote the URL, and the URL can hold a password.
+        raise InvalidQueryError(
+            "redis: not a usable Redis URL", field="redis", rule="url"
+        ) from None
+    return client, True
 
 
 @attrs.frozen
@@ -143,6 +177,15 @@ class Client:
         retry: What to retry and for how long; see :class:`RetryPolicy`.
         session: An ``aiohttp.ClientSession`` to use; the client never closes one it
             was given.
+        redis: Share the rate-limit gate with every process using this Redis (a URL, or
+            a ``redis.asyncio.Redis``, which the client never closes): one budget per
+            credential and endpoint group for all workers and hosts on the key. Needs
+            the ``redis`` extra.
+        redis_fallback: When Redis is unreachable, ``"local"`` falls back to this
+            process's own gate (one WARNING per outage) and returns to the shared one
+            when Redis answers again; ``"fail"`` raises :class:`GateUnavailableError`.
+        redis_prefix: The namespace of the shared gate's keys: clients share a gate when
+            they use the same Redis, prefix and credential.
     """
 
     def __init__(
@@ -156,6 +199,9 @@ class Client:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
+        redis: str | redis.asyncio.Redis | None = None,
+        redis_fallback: RedisFallback = "local",
+        redis_prefix: str = "closefunnel",
     ) -> None:
         if (api_key is None) == (token is None):
             raise InvalidQueryError(
@@ -215,7 +261,23 @@ class Client:
         self._session = session
         self._owns_session = session is None
         self._closed = False
-        self._gates: dict[str, RateLimitGate] = {}
+        self._redis, self._owns_redis = _redis_client(redis)
+        if redis_fallback not in ("local", "fail"):
+            raise InvalidQueryError(
+                f"redis_fallback must be 'local' or 'fail', got {redis_fallback!r}",
+                field="redis_fallback",
+                rule="choice",
+            )
+        self._redis_fallback: RedisFallback = redis_fallback
+        prefix: object = redis_prefix  # typed callers cannot pass junk; CLI callers can
+        if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+            raise InvalidQueryError(
+                f"redis_prefix must be a non-empty string without braces, got {redis_prefix!r}",
+                field="redis_prefix",
+                rule="type",
+            )
+        self._redis_prefix = redis_prefix
+        self._gates: dict[str, Gate] = {}
         self._flights: dict[tuple[Any, ...], _Flight] = {}
 
     # -- lifecycle -----------------------------------------------------------------
@@ -237,6 +299,11 @@ class Client:
             task.cancel()
         if flights:
             await asyncio.gather(*flights, return_exceptions=True)
+        for gate in self._gates.values():
+            if isinstance(gate, RedisGate):
+                await gate.aclose()
+        if self._owns_redis and self._redis is not None:
+            await self._redis.aclose()
         if self._owns_session and self._session is not None:
             await self._session.close()
 
@@ -531,12 +598,25 @@ class Client:
         )
         return status, headers, body
 
-    def _gate(self, group: str) -> RateLimitGate:
+    def _gate(self, group: str) -> Gate:
         gate = self._gates.get(group)
         if gate is None:
-            gate = self._gates[group] = RateLimitGate(
-                group, max_concurrency=self._max_concurrency, max_hold=self._retry.max_wait
-            )
+            if self._redis is not None:
+                gate = RedisGate(
+                    group,
+                    redis=self._redis,
+                    key_id=self._credentials.key_id,
+                    max_concurrency=self._max_concurrency,
+                    max_hold=self._retry.max_wait,
+                    lease_ttl=self._timeout.total + _LEASE_MARGIN,  # type: ignore[operator]
+                    fallback=self._redis_fallback,
+                    prefix=self._redis_prefix,
+                )
+            else:
+                gate = RateLimitGate(
+                    group, max_concurrency=self._max_concurrency, max_hold=self._retry.max_wait
+                )
+            self._gates[group] = gate
         return gate
 
     async def _all(self, calls: Sequence[Awaitable[T]]) -> list[T]:
