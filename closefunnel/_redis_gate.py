@@ -59,11 +59,12 @@ class _FellBack(Exception):
 class SharedPermit:
     """A permit granted by the shared gate: a lease in Redis until it is given back."""
 
-    __slots__ = ("_facts", "_gate", "_released", "seen", "seq", "token")
+    __slots__ = ("_facts", "_gate", "_observed_at", "_released", "seen", "seq", "token")
 
     def __init__(self, gate: RedisGate, token: str, seq: int, seen: int) -> None:
         self._gate = gate
         self._facts: tuple[int, RateLimitInfo | None, float, float] | None = None
+        self._observed_at = 0.0
         self._released = False
         self.token = token
         self.seq = seq
@@ -74,6 +75,7 @@ class SharedPermit:
         if self._facts is None:
             jitter = self._gate._rng.uniform(0.0, jitter_cap(pause)) if status == 429 else 0.0
             self._facts = (status, info, pause, jitter)
+            self._observed_at = self._gate.clock()
 
     def release(self, *, refund: bool = False) -> None:
         """Give the lease back (queued for the dispatcher's next script call)."""
@@ -103,13 +105,15 @@ class SharedPermit:
             repr(float(pause)),
             repr(jitter),
             "1" if refund else "0",
+            repr(self._observed_at),  # made an age when sent: Redis learns as of then
         ]
 
 
 def gate_keys(prefix: str, key_id: str, group: str) -> list[str]:
     """The Redis keys of one gate: one hash tag, so the script works on Redis Cluster."""
     tag = _SAFE.sub("_", f"{key_id}:{group}")
-    return [f"{prefix}:{{{tag}}}:{part}" for part in ("state", "leases", "lease_seq")]
+    parts = ("state", "leases", "lease_seq", "waiting")
+    return [f"{prefix}:{{{tag}}}:{part}" for part in parts]
 
 
 def _number(text: bytes | str) -> float | None:
@@ -156,6 +160,7 @@ class RedisGate:
         self._lease_ttl = lease_ttl
         self._fallback: RedisFallback = fallback
         self._rng = random.Random(seed)
+        self._pid = secrets.token_hex(6)  # this gate's id among the processes sharing it
         self._local = RateLimitGate(group, max_concurrency=max_concurrency, max_hold=max_hold)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: collections.deque[tuple[asyncio.Future[SharedPermit], float]] = (
@@ -247,6 +252,10 @@ class RedisGate:
             raise RuntimeError("a closefunnel client is bound to the event loop it first ran on")
         return loop
 
+    def clock(self) -> float:
+        """This process's monotonic clock (durations only)."""
+        return self._loop.time() if self._loop is not None else 0.0
+
     def _start(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._dispatch())
@@ -284,7 +293,7 @@ class RedisGate:
                 self._outage(failure.cause)
                 return
             wait = self._take(reply, loop)
-            if wait > 0 and self._live_waiters() > 0:
+            if wait > 0 and self._live_waiters() > 0 and not self._pending:
                 self._holding = wait > POLL
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -295,11 +304,18 @@ class RedisGate:
     async def _call(self, settles: list[list[str]], want: int) -> list[bytes]:
         args: list[str] = [repr(self._max_hold), repr(self._lease_ttl), repr(_KEY_TTL)]
         args.append(str(len(settles)))
+        now = self.clock()
         for fields in settles:
-            args.extend(fields)
+            # An answer is learned as of when it arrived, not when Redis hears of it: the
+            # window it describes ends its reset after that. (A duration on this
+            # process's clock; Redis's clock stays the only one for points in time.)
+            args.extend(fields[:12])
+            args.append(repr(max(0.0, now - float(fields[12]))) if fields[12] else "0")
         tokens = [secrets.token_hex(8) for _ in range(want)]
         args.append(str(want))
         args.extend(tokens)
+        # A process at its cap takes nothing now: it does not count among those waiting.
+        args += [self._pid, "1" if want == 0 else "0"]
         self.round_trips += 1
         try:
             async with asyncio.timeout(_OP_TIMEOUT):
@@ -334,6 +350,12 @@ class RedisGate:
         self._seen_at = now
         self._asked_until = now + asked_wait
         grants = int(reply[9])
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "closefunnel.gate: %s shared step: %d granted, wait %.3fs, budget %s, "
+                "%s in flight, %d waiting here",
+                self.group, grants, wait, budget, _text(reply[7]), self._live_waiters(),
+            )  # fmt: skip
         for index in range(grants):
             token, seq, seen = reply[10 + 3 * index : 13 + 3 * index]
             permit = SharedPermit(self, _text(token), int(seq), int(seen))
@@ -413,7 +435,7 @@ class _RedisFailure(Exception):
 
 
 def _refund_args(token: str) -> list[str]:
-    return [token, "0", "0", "0", "0", "0", "", "0", "0", "0", "0", "1"]
+    return [token, "0", "0", "0", "0", "0", "", "0", "0", "0", "0", "1", ""]
 
 
 def _text(value: bytes | str) -> str:

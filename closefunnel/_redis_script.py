@@ -10,10 +10,12 @@ What Redis adds is the lease: every permit is a member of a sorted set scored by
 expiry, so a worker killed while holding permits gives them back when they expire, as
 if each had failed without an answer.
 
-KEYS: [1] the state hash, [2] the leases (token -> expiry), [3] the leases' seq numbers.
-ARGV: max_hold, lease_ttl, key_ttl, settle count, then 12 fields per settle
+KEYS: [1] the state hash, [2] the leases (token -> expiry), [3] the leases' seq numbers,
+[4] the processes waiting (id -> when last seen).
+ARGV: max_hold, lease_ttl, key_ttl, settle count, then 13 fields per settle
 (token, seq, seen, observed, status, has_info, limit, remaining, reset, pause, jitter,
-refund), then the number of permits wanted, then that many fresh tokens.
+refund, seconds since the answer arrived), then the number of permits wanted, then
+that many fresh tokens, then the calling process's id and whether it wants none now.
 Returns strings: now, asked wait, wait, budget, window end, pause until, probe, in flight,
 rate limited, grant count, then (token, seq, seen) per grant.
 """
@@ -37,6 +39,8 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local max_hold = tonumber(ARGV[1])
 local lease_ttl = tonumber(ARGV[2])
 local key_ttl = tonumber(ARGV[3])
+-- When the answer being learned from arrived (its settle says how long ago).
+local at = now
 
 local raw = redis.call('HGETALL', KEYS[1])
 local h = {}
@@ -86,9 +90,9 @@ end
 local function on_429(has_info, pause, jitter)
   rate_limited = rate_limited + 1
   p_after = seq
-  local asked = now + pause + MARGIN + jitter
+  local asked = at + pause + MARGIN + jitter
   p_asked = math.max(p_asked, asked)
-  p_until = math.max(p_until, math.min(asked, now + max_hold))
+  p_until = math.max(p_until, math.min(asked, at + max_hold))
   p_probe = true
   w_confirmed = false
   if (not has_info) and (not headers_seen) and pause > 0 then
@@ -103,18 +107,18 @@ local function learn(s, sn, limit, remaining, reset)
   if limit ~= nil then w_limit = limit end
   local r = math.min(reset, max_hold)
   if reset <= max_hold then w_length = math.max(w_length, r) end
-  local ends = now + r
+  local ends = at + r
   local est = remaining - (seq - 1 - sn)
   local tolerance = 0.5 * w_length
   if w_end == nil or ends > w_end + tolerance then
-    w_end, w_asked, w_budget = ends, now + reset, est
+    w_end, w_asked, w_budget = ends, at + reset, est
     w_before, w_accepted = w_accepted, 0
     w_count = w_count + 1
   elseif ends < w_end - tolerance then
     w_before = w_before + 1
     return
   else
-    if ends < w_end then w_end, w_asked = ends, now + reset end
+    if ends < w_end then w_end, w_asked = ends, at + reset end
     if w_confirmed and w_budget ~= nil then
       w_budget = math.max(w_budget, est)
     else
@@ -144,6 +148,7 @@ for _ = 1, n do
   local token = ARGV[i]
   local s, sn = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local observed, refund = ARGV[i + 3] == '1', ARGV[i + 11] == '1'
+  at = now - math.max(0, tonumber(ARGV[i + 12]))
   local live = redis.call('ZREM', KEYS[2], token) == 1
   redis.call('HDEL', KEYS[3], token)
   if observed then
@@ -157,8 +162,9 @@ for _ = 1, n do
     in_flight = in_flight - 1
     release(s, refund, not observed)
   end
-  i = i + 12
+  i = i + 13
 end
+at = now
 
 local function roll()
   w_before, w_accepted = w_accepted, 0
@@ -192,10 +198,22 @@ end
 local want = tonumber(ARGV[i])
 local grants = {}
 local wait = 0
+-- Fairness: while several processes wait, one call takes at most its share of what is
+-- left, so a process that happens to ask first at every window's start cannot starve
+-- the others; what nobody else asks for is still taken by the next call.
+local pid, idle = ARGV[i + want + 1], ARGV[i + want + 2] == '1'
+if idle then redis.call('ZREM', KEYS[4], pid) else redis.call('ZADD', KEYS[4], now, pid) end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - math.max(1, 2 * w_length))
+local waiting = redis.call('ZCARD', KEYS[4])
+local share = nil
 for k = 1, want do
   if (p_probe and in_flight > 0) or (cold and cold_sent >= COLD_START) then wait = POLL; break end
   local ready = ready_at()
   if ready > now then wait = ready - now; break end
+  if share == nil and waiting > 1 and w_budget ~= nil then
+    share = math.max(1, math.ceil(w_budget / waiting))
+  end
+  if share ~= nil and k > share then wait = POLL; break end
   local token = ARGV[i + k]
   if cold then cold_sent = cold_sent + 1 end
   seq = seq + 1
