@@ -147,14 +147,14 @@ class RedisServer:
 
 async def spawn(
     emu: Emulator, mode: str, index: int, procs: int, n: int, rps: float, redis: str,
-    prefix: str, start_at: float, timeout: float,
+    prefix: str, start_at: float, attempt_timeout: float,
 ) -> asyncio.subprocess.Process:  # fmt: skip
     data = emu.dataset
     return await asyncio.create_subprocess_exec(
         sys.executable, str(HERE), "--child", "--mode", mode, "--index", str(index),
         "--procs", str(procs), "--n", str(n), "--rps", str(rps), "--base-url", emu.base_url,
         "--api-key", emu.api_key, "--redis", redis, "--prefix", prefix,
-        "--start-at", repr(start_at), "--timeout", str(timeout),
+        "--start-at", repr(start_at), "--timeout", str(attempt_timeout),
         "--pipelines", ",".join(p.id for p in data.pipelines),
         "--users", ",".join(u.id for u in data.users),
         stdout=asyncio.subprocess.PIPE,
@@ -183,13 +183,13 @@ def log_metrics(emu: Emulator, n: int, ok: int, rps: float) -> Row:
 
 
 async def run_one(
-    mode: str, procs: int, *, n: int, rps: float, redis: str, timeout: float = 5.0
+    mode: str, procs: int, *, n: int, rps: float, redis: str, attempt_timeout: float = 5.0
 ) -> Row:
     async with Emulator(emulator_config(rps)) as emu:
         prefix = f"bench-{os.getpid()}-{time.time_ns()}"
         start_at = time.time() + 1.5  # every child imports and connects before this
         children = [
-            await spawn(emu, mode, i, procs, n, rps, redis, prefix, start_at, timeout)
+            await spawn(emu, mode, i, procs, n, rps, redis, prefix, start_at, attempt_timeout)
             for i in range(procs)
         ]
         outputs = await asyncio.gather(*(c.communicate() for c in children))
@@ -203,14 +203,14 @@ async def run_one(
 
 async def run_kill(*, n: int, rps: float, redis: str, lease: float) -> Row:
     """Four workers share the gate; one is SIGKILLed holding permits after 2 s."""
-    timeout = lease - 5.0  # the client's lease is its attempt timeout plus 5 s
+    attempt_timeout = lease - 5.0  # the client's lease is its attempt timeout plus 5 s
     config = emulator_config(rps)
     async with Emulator(config) as emu:
         prefix = f"bench-kill-{os.getpid()}-{time.time_ns()}"
         start_at = time.time() + 1.5
         procs = 4
         children = [
-            await spawn(emu, "redis", i, procs, n, rps, redis, prefix, start_at, timeout)
+            await spawn(emu, "redis", i, procs, n, rps, redis, prefix, start_at, attempt_timeout)
             for i in range(procs)
         ]
         await asyncio.sleep(start_at - time.time() + 2.0)
