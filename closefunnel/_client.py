@@ -20,7 +20,7 @@ import logging
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import aiohttp
 import attrs
@@ -37,11 +37,12 @@ from closefunnel._errors import (
     ResponseTooLargeError,
     TransportError,
 )
-from closefunnel._gate import GateSnapshot, RateLimitGate
+from closefunnel._gate import Gate, GateSnapshot, RateLimitGate
 from closefunnel._models import FunnelTotals, Pipeline, User
-from closefunnel._options import DEFAULT_MAX_RESPONSE_BYTES, ClientOptions
+from closefunnel._options import DEFAULT_MAX_RESPONSE_BYTES, ClientOptions, RedisFallback
 from closefunnel._query import Compared, FunnelQuery, validate_compared
 from closefunnel._redact import redact_error
+from closefunnel._redis_gate import RedisGate
 from closefunnel._retry import RetryPolicy, call_with_retries
 from closefunnel._sansio import (
     DEFAULT_BASE_URL,
@@ -56,6 +57,9 @@ from closefunnel._sansio import (
 )
 from closefunnel._singleflight import SingleFlight
 
+if TYPE_CHECKING:
+    import redis.asyncio
+
 __all__ = ["BulkItem", "Client", "PoolSnapshot", "ProgressCallback"]
 
 logger: Final = logging.getLogger("closefunnel")
@@ -65,6 +69,8 @@ T = TypeVar("T")
 _Response = tuple[int, Mapping[str, str], bytes]
 _PAGE_SIZE: Final = 100  # the most Close returns per page of a list
 _MAX_PAGES: Final = 1_000  # a server that always says has_more is broken, not large
+#: A shared-gate lease outlives the attempt's timeout by this much before it expires.
+_LEASE_MARGIN: Final = 5.0
 
 
 @attrs.frozen(kw_only=True)
@@ -129,6 +135,15 @@ class Client:
 
     Raises:
         InvalidQueryError: an option is invalid, naming the field and the rule.
+        redis: Share the rate-limit gate with every process using this Redis (a URL, or
+            a ``redis.asyncio.Redis``, which the client never closes): one budget per
+            credential and endpoint group for all workers and hosts on the key. Needs
+            the ``redis`` extra.
+        redis_fallback: When Redis is unreachable, ``"local"`` falls back to this
+            process's own gate (one WARNING per outage) and returns to the shared one
+            when Redis answers again; ``"fail"`` raises :class:`GateUnavailableError`.
+        redis_prefix: The namespace of the shared gate's keys: clients share a gate when
+            they use the same Redis, prefix and credential.
     """
 
     def __init__(
@@ -144,6 +159,9 @@ class Client:
         session: aiohttp.ClientSession | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         allow_insecure_http: bool = False,
+        redis: str | redis.asyncio.Redis | None = None,
+        redis_fallback: RedisFallback = "local",
+        redis_prefix: str = "closefunnel",
     ) -> None:
         options = ClientOptions(
             api_key=api_key,
@@ -156,6 +174,9 @@ class Client:
             session=session,
             max_response_bytes=max_response_bytes,
             allow_insecure_http=allow_insecure_http,
+            redis=redis,
+            redis_fallback=redis_fallback,
+            redis_prefix=redis_prefix,
         )
         self._options = options
         self._credentials = options.credentials()
@@ -168,7 +189,8 @@ class Client:
         self._session = options.session
         self._owns_session = options.session is None
         self._closed = False
-        self._gates: dict[str, RateLimitGate] = {}
+        self._redis, self._owns_redis = options.redis_client()
+        self._gates: dict[str, Gate] = {}
         self._flights: SingleFlight[tuple[Any, ...], Any] = SingleFlight()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -193,6 +215,11 @@ class Client:
             task.cancel()
         if flights:
             await asyncio.gather(*flights, return_exceptions=True)
+        for gate in self._gates.values():
+            if isinstance(gate, RedisGate):
+                await gate.aclose()
+        if self._owns_redis and self._redis is not None:
+            await self._redis.aclose()
         if self._owns_session and self._session is not None:
             await self._session.close()
 
@@ -521,10 +548,25 @@ class Client:
             chunks.append(chunk)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _gate(self, group: str) -> RateLimitGate:
+    def _gate(self, group: str) -> Gate:
         gate = self._gates.get(group)
         if gate is None:
-            gate = self._gates[group] = RateLimitGate(group, max_concurrency=self._max_concurrency)
+            if self._redis is not None:
+                gate = RedisGate(
+                    group,
+                    redis=self._redis,
+                    key_id=self._credentials.key_id,
+                    max_concurrency=self._max_concurrency,
+                    max_hold=self._retry.max_wait,
+                    lease_ttl=self._timeout.total + _LEASE_MARGIN,  # type: ignore[operator]
+                    fallback=self._options.redis_fallback,
+                    prefix=self._options.redis_prefix,
+                )
+            else:
+                gate = RateLimitGate(
+                    group, max_concurrency=self._max_concurrency, max_hold=self._retry.max_wait
+                )
+            self._gates[group] = gate
         return gate
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "BadRequestError",
     "ClientClosedError",
     "CloseFunnelError",
+    "GateUnavailableError",
     "InvalidQueryError",
     "NotFoundError",
     "RateLimitedError",
@@ -71,6 +72,14 @@ class TransportError(CloseFunnelError):
 
 class RequestTimeoutError(TransportError):
     """One attempt took longer than the client's per-attempt timeout."""
+
+
+class GateUnavailableError(CloseFunnelError):
+    """
+    The shared rate-limit gate's Redis is unreachable and the client was told not to fall
+    back to its own gate (``redis_fallback="fail"``). Not retried: the caller chose to
+    send nothing rather than send unshared.
+    """
 
 
 class ResponseDecodeError(CloseFunnelError):

@@ -9,7 +9,7 @@ field here (with its validator) plus its keyword in ``Client.__init__``.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import aiohttp
 import attrs
@@ -19,7 +19,15 @@ from closefunnel._errors import InvalidQueryError
 from closefunnel._retry import RetryPolicy
 from closefunnel._sansio import DEFAULT_BASE_URL, format_tz_offset, normalize_base_url
 
-__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "ClientOptions"]
+if TYPE_CHECKING:
+    # Aliased: the field named ``redis`` would shadow the module inside the class.
+    import redis.asyncio as aioredis_types
+
+__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "ClientOptions", "RedisFallback"]
+
+#: What a shared gate does when Redis is unreachable.
+RedisFallback = Literal["local", "fail"]
+_REDIS_HINT: Final = "the shared gate needs redis-py: pip install 'closefunnel[redis]'"
 
 #: The longest response body read by default: a 10,000-user report is about 3 MiB.
 DEFAULT_MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
@@ -92,6 +100,46 @@ def _flag(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
         )
 
 
+def _redis(_: object, __: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    try:
+        import redis.asyncio as aioredis
+    except ImportError:
+        raise InvalidQueryError(_REDIS_HINT, field="redis", rule="extra") from None
+    if isinstance(value, aioredis.Redis):
+        return
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise InvalidQueryError(
+            "redis must be a redis://, rediss:// or unix:// URL or a redis.asyncio.Redis, "
+            f"got {type(value).__name__}",
+            field="redis",
+            rule="type",
+        )
+
+
+def _choice(*allowed: str) -> Any:
+    def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value not in allowed:
+            raise InvalidQueryError(
+                f"{attribute.name} must be one of {', '.join(map(repr, allowed))}, got {value!r}",
+                field=attribute.name,
+                rule="choice",
+            )
+
+    return check
+
+
+def _prefix(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    # One hash tag per gate keeps the scripts on one Redis Cluster slot: no braces here.
+    if not isinstance(value, str) or not value or "{" in value or "}" in value:
+        raise InvalidQueryError(
+            f"{attribute.name} must be a non-empty string without braces, got {value!r}",
+            field=attribute.name,
+            rule="type",
+        )
+
+
 @attrs.frozen(kw_only=True)
 class ClientOptions:
     """
@@ -114,6 +162,12 @@ class ClientOptions:
         default=None, validator=_instance_of(aiohttp.ClientSession, "an aiohttp.ClientSession")
     )
     max_response_bytes: int = attrs.field(default=DEFAULT_MAX_RESPONSE_BYTES, validator=_count)
+    # The URL can hold a password: never in a repr.
+    redis: str | aioredis_types.Redis | None = attrs.field(
+        default=None, repr=False, validator=_redis
+    )
+    redis_fallback: RedisFallback = attrs.field(default="local", validator=_choice("local", "fail"))
+    redis_prefix: str = attrs.field(default="closefunnel", validator=_prefix)
 
     def credentials(self) -> Credentials:
         """How requests authenticate."""
@@ -125,6 +179,24 @@ class ClientOptions:
     def normalized_base_url(self) -> str:
         """The base URL with exactly one trailing slash."""
         return normalize_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
+
+    def redis_client(self) -> tuple[aioredis_types.Redis | None, bool]:
+        """The Redis client of the shared gate (None: in-process gate), and whether the
+        Client owns it (made it from a URL, so closes it)."""
+        if self.redis is None or not isinstance(self.redis, str):
+            return self.redis, False
+        import redis.asyncio as aioredis
+
+        try:
+            client = aioredis.Redis.from_url(
+                self.redis, socket_timeout=1.0, socket_connect_timeout=1.0
+            )
+        except ValueError:
+            # The message could quote the URL, and the URL can hold a password.
+            raise InvalidQueryError(
+                "redis: not a usable Redis URL", field="redis", rule="url"
+            ) from None
+        return client, True
 
     def tz_header(self) -> str | None:
         """The ``X-TZ-Offset`` header value, or None."""
