@@ -27,12 +27,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
+import closefunnel.cli._render as _render
 from closefunnel._client import BulkItem
 from closefunnel._compare import FunnelComparison
 from closefunnel._convert import CONVERTER
 from closefunnel._models import FunnelTotals
 from closefunnel._query import FunnelQuery, paired_range
-from closefunnel.cli import _render
 from closefunnel.cli._connection import (
     Connection,
     QueryTemplate,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import closefunnel.cli._commands as _commands
+import closefunnel.cli.demo as demo
+import closefunnel.cli.serve as serve
 from closefunnel._sansio import DEFAULT_BASE_URL
 from closefunnel._version import __version__
 from closefunnel._vocabulary import API_KEY_ENV, REPORT_TYPES
-from closefunnel.cli import _commands, demo, serve
 from closefunnel.cli._args import aware_datetime, hours, non_negative_seconds, port, positive_int
 
 __all__ = ["build_parser"]

@@ -18,11 +18,11 @@ from typing import Final
 from rich.console import RenderableType
 from rich.text import Text
 
+import closefunnel.cli._render as _render
 from closefunnel._client import BulkItem, Client
 from closefunnel._compare import FunnelComparison
 from closefunnel._errors import CloseFunnelError
 from closefunnel._query import DateRange, FunnelQuery
-from closefunnel.cli import _render
 from closefunnel.cli._connection import local_zone, names, start_emulator, zone_hours
 from closefunnel.cli._console import Console
 from closefunnel.cli._failures import FailureContext, failure_message
