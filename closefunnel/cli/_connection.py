@@ -19,7 +19,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -40,7 +40,7 @@ from closefunnel._vocabulary import API_KEY_ENV, BASE_URL_ENV
 from closefunnel.cli._failures import FailureContext, UsageError
 
 if TYPE_CHECKING:
-    from closefunnel.emulator import Emulator
+    from closefunnel.emulator import Emulator, EmulatorConfig
 
 __all__ = [
     "Connection",
@@ -114,6 +114,16 @@ def _read_key(path: Path | None) -> str:
     return key
 
 
+#: The environment variable ``--redis`` defaults to.
+REDIS_URL_ENV: Final = "CLOSEFUNNEL_REDIS_URL"
+
+
+def redis_url_of(ns: argparse.Namespace) -> str | None:
+    """``--redis``, else ``CLOSEFUNNEL_REDIS_URL``, else None (each process its own gate)."""
+    given = (getattr(ns, "redis", None) or "").strip()
+    return given or os.environ.get(REDIS_URL_ENV, "").strip() or None
+
+
 @attrs.frozen(kw_only=True)
 class Connection:
     """
@@ -127,6 +137,8 @@ class Connection:
         api_key_file: Where the key is read from (default: ``CLOSE_API_KEY``).
         max_concurrency: Requests in flight at once.
         api_key: The key, once :meth:`with_key` has read it; never in the repr.
+        redis: The Redis URL of the shared gate (None: in-process); never in the repr,
+            since a URL can hold a password.
     """
 
     emulator: bool = False
@@ -136,6 +148,7 @@ class Connection:
     api_key_file: Path | None = None
     max_concurrency: int = 8
     api_key: str | None = attrs.field(default=None, repr=False)
+    redis: str | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> Connection:
@@ -153,6 +166,7 @@ class Connection:
             base_url=DEFAULT_BASE_URL if emulator else base_url_of(ns),
             api_key_file=ns.api_key_file,
             max_concurrency=getattr(ns, "max_concurrency", 8),
+            redis=redis_url_of(ns),
         )
 
     @property
@@ -177,9 +191,16 @@ def start_emulator(now: datetime | None) -> Emulator:
     """The in-process emulator (demo organization) that ``--emulator`` and demo use."""
     # Imported here: the emulator pulls in aiohttp.web and builds a dataset, which only
     # --emulator and demo need.
-    from closefunnel.emulator import Emulator, EmulatorConfig
+    from closefunnel.emulator import Emulator
 
-    return Emulator(EmulatorConfig(dataset="demo", now=now))
+    return Emulator(emulator_config(now))
+
+
+def emulator_config(now: datetime | None) -> EmulatorConfig:
+    """The configuration of the emulator that ``--emulator`` and demo serve."""
+    from closefunnel.emulator import EmulatorConfig
+
+    return EmulatorConfig(dataset="demo", now=now)
 
 
 @contextlib.asynccontextmanager
@@ -203,6 +224,7 @@ async def client_factory(connection: Connection) -> AsyncIterator[Callable[[], C
                 base_url=base_url,
                 tz_offset=connection.tz_offset,
                 max_concurrency=connection.max_concurrency,
+                redis=connection.redis,
             )
 
         yield make_client

@@ -12,6 +12,7 @@ from closefunnel._sansio import DEFAULT_BASE_URL
 from closefunnel._version import __version__
 from closefunnel._vocabulary import API_KEY_ENV, REPORT_TYPES
 from closefunnel.cli._args import aware_datetime, hours, non_negative_seconds, port, positive_int
+from closefunnel.cli._connection import REDIS_URL_ENV
 
 __all__ = ["build_parser"]
 
@@ -53,6 +54,13 @@ def _connection_options() -> argparse.ArgumentParser:
         type=aware_datetime,
         metavar="ISO",
         help="with --emulator: fix the emulator's clock (ISO 8601 with zone) for repeatable output",
+    )
+    group.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share one rate-limit gate per key with every process using this Redis "
+        f"(redis://host:6379/0; default: the {REDIS_URL_ENV} environment variable; "
+        "needs closefunnel[redis])",
     )
     group.add_argument(
         "--tz-offset",
@@ -220,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         metavar="SECONDS",
         help="serve identical requests from memory for this long; 0 = off (default: %(default)s)",
+    )
+    serve_parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="run N worker processes on one socket; give them --redis so they share one "
+        "rate-limit gate and one cache (default: %(default)s)",
     )
     serve_parser.add_argument(
         "--token-file",

@@ -7,6 +7,12 @@ FastAPI and uvicorn are imported only here, so ``closefunnel demo`` works with a
 API key, so anyone who can reach it can spend that key's rate limit. Binding beyond
 loopback without a token is allowed (a private network may be trusted) but warned about.
 The "serving on" banner is printed once the socket is bound, with the real port.
+
+``--workers N`` runs N uvicorn worker processes on one socket. Each builds its app with
+:func:`worker_app` from a description the parent leaves in the environment (the key
+travels that way only to the workers, as it would through ``CLOSE_API_KEY``). With
+``--emulator`` the parent serves one emulator that every worker talks to. Without
+``--redis`` each worker has its own rate-limit gate, and a warning says so.
 """
 
 from __future__ import annotations
@@ -15,20 +21,27 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import json
 import os
+import socket
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from closefunnel.cli._connection import Connection, client_factory
 from closefunnel.cli._console import Console
 from closefunnel.cli._failures import UsageError
 from closefunnel.cli._status import ExitStatus
 
-__all__ = ["FASTAPI_HINT", "TOKEN_ENV", "read_token", "serve"]
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+__all__ = ["FASTAPI_HINT", "TOKEN_ENV", "WORKER_ENV", "read_token", "serve", "worker_app"]
 
 FASTAPI_HINT: Final = "pip install 'closefunnel[fastapi]'"
 #: The environment variable the callers' bearer token is read from (--token-file wins).
 TOKEN_ENV: Final = "CLOSEFUNNEL_SERVE_TOKEN"
+#: Where ``--workers`` leaves each worker's app description (JSON).
+WORKER_ENV: Final = "CLOSEFUNNEL_SERVE_WORKER"
 
 
 def read_token(path: Path | None, environ: dict[str, str] | os._Environ[str]) -> str | None:
@@ -87,6 +100,14 @@ def serve(ns: argparse.Namespace, console: Console) -> ExitStatus:
             f"WARNING: serving on {ns.host}, beyond this machine, without a token: anyone who "
             f"can reach it can spend the API key's rate limit. Set --token-file or {TOKEN_ENV}."
         )
+    if ns.workers > 1:
+        if connection.redis is None:
+            console.note(
+                f"WARNING: {ns.workers} workers without --redis: each has its own rate-limit "
+                "gate and cache, so together they can send the key into 429s. Give them "
+                "--redis URL to share one."
+            )
+        return _serve_workers(ns, connection, token, console)
 
     async def run() -> ExitStatus:
         async with client_factory(connection) as make_client:
@@ -116,3 +137,75 @@ def serve(ns: argparse.Namespace, console: Console) -> ExitStatus:
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after shutdown
         return asyncio.run(run())
     return ExitStatus.OK
+
+
+def _serve_workers(
+    ns: argparse.Namespace, connection: Connection, token: str | None, console: Console
+) -> ExitStatus:
+    import uvicorn
+
+    with contextlib.ExitStack() as stack:
+        if connection.emulator:
+            from closefunnel.cli._connection import emulator_config
+            from closefunnel.emulator import BackgroundEmulator
+
+            emu = stack.enter_context(BackgroundEmulator(emulator_config(connection.now)))
+            api_key: str | None = emu.api_key
+            base_url = emu.base_url
+        else:
+            api_key, base_url = connection.api_key, connection.base_url
+        os.environ[WORKER_ENV] = json.dumps(
+            {
+                "api_key": api_key,
+                "base_url": base_url,
+                "tz_offset": connection.tz_offset,
+                "max_concurrency": connection.max_concurrency,
+                "redis": connection.redis,
+                "cache_ttl": ns.cache_ttl,
+                "token": token,
+            }
+        )
+        # Bound here, before the workers start, so the banner is true and a busy port is
+        # reported like the single-process one; the workers share this socket.
+        family, kind, _, _, address = socket.getaddrinfo(ns.host, ns.port, type=socket.SOCK_STREAM)[
+            0
+        ]
+        sock = stack.enter_context(socket.socket(family, kind))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sharing = "one shared gate" if connection.redis else "each its own gate"
+        console.note(
+            f"closefunnel API for {connection.where} on "
+            f"http://{ns.host}:{sock.getsockname()[1]}/ with {ns.workers} workers ({sharing}"
+            f"{'; bearer token required' if token is not None else ''})"
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            uvicorn.run(
+                "closefunnel.cli.serve:worker_app",
+                factory=True,
+                fd=sock.fileno(),
+                workers=ns.workers,
+                log_level="info",
+            )
+        os.environ.pop(WORKER_ENV, None)
+    return ExitStatus.OK
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``serve --workers`` worker, from the parent's description."""
+    from closefunnel import Client
+    from closefunnel.fastapi import create_app
+
+    spec = json.loads(os.environ[WORKER_ENV])
+
+    def make_client() -> Client:
+        return Client(
+            api_key=spec["api_key"],
+            base_url=spec["base_url"],
+            tz_offset=spec["tz_offset"],
+            max_concurrency=spec["max_concurrency"],
+            redis=spec["redis"],
+        )
+
+    auth: dict[str, Any] = {} if spec["token"] is None else {"token": spec["token"]}
+    return create_app(client_factory=make_client, cache_ttl=spec["cache_ttl"] or None, **auth)
