@@ -28,6 +28,7 @@ async def _drain(items: Any) -> int:
     return len([item async for item in items])
 
 
+@pytest.mark.slow
 async def test_random_cancellation_leaks_nothing(
     start_emulator: EmulatorFactory,
     make_queries: QueryFactory,
