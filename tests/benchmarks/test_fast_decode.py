@@ -44,6 +44,7 @@ def _outcome(conv: Any, data: Any) -> Any:
         return "error"
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(data=_reports)
 def test_fast_path_matches_cattrs(data: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ def _load(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     return load
 
 
+@pytest.mark.slow
 def test_decode(load) -> None:  # type: ignore[no-untyped-def]
     bench = load("bench_decode")
     rows = bench.run((20,), budget=0.05)
@@ -48,6 +49,7 @@ def test_compare(load) -> None:  # type: ignore[no-untyped-def]
     assert bench.floor(1, 0.2, 0.0) == pytest.approx(0.2)
 
 
+@pytest.mark.slow
 def test_ratelimit(load) -> None:  # type: ignore[no-untyped-def]
     bench = load("bench_ratelimit")
     rows = bench.run(
@@ -63,6 +65,7 @@ def test_ratelimit(load) -> None:  # type: ignore[no-untyped-def]
     assert all("429/1k" in row and "rate %" in row for row in rows)
 
 
+@pytest.mark.slow
 def test_scale(load) -> None:  # type: ignore[no-untyped-def]
     bench = load("bench_scale")
     rows = bench.run(150, 50, concurrency=8)

@@ -251,6 +251,7 @@ def _closed_port() -> int:
     return port  # closed again: nothing listens there
 
 
+@pytest.mark.slow
 def test_network_failure_exits_1(cli: Cli, emu: Emulator) -> None:
     url = f"http://127.0.0.1:{_closed_port()}/api/v1/"
     for argv in (["totals", "--pipeline", "p"], ["pipelines"]):
@@ -262,6 +263,7 @@ def test_network_failure_exits_1(cli: Cli, emu: Emulator) -> None:
         assert run.out == ""
 
 
+@pytest.mark.slow
 def test_demo_matches_the_library(cli_plain: Cli) -> None:
     """The demo's numbers are the library's, for every pipeline, at a fixed clock."""
     import asyncio

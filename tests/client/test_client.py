@@ -178,6 +178,7 @@ async def test_bad_key_is_sent_once(demo_emulator: Emulator, fast_retry: cf.Retr
     assert [entry.status for entry in demo_emulator.log] == [401]
 
 
+@pytest.mark.slow
 async def test_rate_limited_bulk_loses_nothing(start_emulator: EmulatorFactory) -> None:
     """A bulk run at a few rps gets every report, with at most a handful of 429s."""
     async with start_emulator(rps=4, window=1.0, latency=0.01) as emu:
@@ -197,6 +198,7 @@ async def test_rate_limited_bulk_loses_nothing(start_emulator: EmulatorFactory) 
     assert snapshot.waiting == 0
 
 
+@pytest.mark.slow
 async def test_no_request_before_the_reset_after_a_429(start_emulator: EmulatorFactory) -> None:
     """After a 429, no request of that group arrives before the announced reset."""
     async with start_emulator(rps=3, window=1.0, header_style="none") as emu:

@@ -86,9 +86,11 @@ async def test_slow_and_stall_faults(session: aiohttp.ClientSession, kind: str) 
             body = await resp.read()
         total = time.monotonic() - start
         assert json.loads(body) == json.loads(DOCS_RESPONSE_TEXT)
+        # Order, from lower bounds only (a sleep never ends early, while load can make anything
+        # late): a stall's wait comes after the headers, a slow response's before them.
         assert total >= DELAY * 0.9
         if kind == "stall":
-            assert headers_at < DELAY / 2
+            assert total - headers_at >= DELAY * 0.9
         else:
             assert headers_at >= DELAY * 0.9
         await _ok(session, emu)
@@ -163,7 +165,7 @@ async def test_latency_and_jitter(session: aiohttp.ClientSession) -> None:
             start = time.monotonic()
             async with session.get(emu.base_url + "me/", headers=basic(emu.api_key)) as resp:
                 await resp.read()
-            assert 0.09 <= time.monotonic() - start < 1.0
+            assert time.monotonic() - start >= 0.09  # a lower bound: load can only add time
         start = time.monotonic()
         async with session.get(emu.base_url + "me/") as resp:
             assert resp.status == 401

@@ -132,38 +132,6 @@ def test_all_names_exist() -> None:
     assert len(set(closefunnel.__all__)) == len(closefunnel.__all__)
 
 
-def _ruf022_key(name: str) -> tuple[int, list[int | str]]:
-    """ruff's RUF022 isort-style key: CONSTANTS, then Classes, then the rest, natural order."""
-    cased = [char for char in name if char.isalpha()]
-    if len(name) > 1 and cased and all(char.isupper() for char in cased):
-        kind = 0
-    elif name[:1].isupper():
-        kind = 1
-    else:
-        kind = 2
-    return kind, [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def test_all_is_sorted() -> None:
-    """__all__ is in ruff's RUF022 (isort-style) order."""
-    assert closefunnel.__all__ == sorted(closefunnel.__all__, key=_ruf022_key)
-
-
-def test_ruf022_key_matches_known_order() -> None:
-    """The sort key reproduces an order ruff accepts (checked with ruff --select RUF022)."""
-    names = ["b", "A", "RateLimitedError", "RateLimitInfo", "CONST", "__version__", "Z2", "Z10"]
-    assert sorted(names, key=_ruf022_key) == [
-        "CONST",
-        "Z2",
-        "Z10",
-        "A",
-        "RateLimitInfo",
-        "RateLimitedError",
-        "__version__",
-        "b",
-    ]
-
-
 def test_version_matches_metadata() -> None:
     """closefunnel.__version__ is the installed distribution's version."""
     assert closefunnel.__version__ == version("closefunnel")

@@ -72,6 +72,7 @@ def _free_port() -> int:
         return port
 
 
+@pytest.mark.slow
 async def test_library_never_shows_the_secret(
     start_emulator: EmulatorFactory,
     make_queries: QueryFactory,
@@ -128,6 +129,7 @@ async def test_library_never_shows_the_secret(
     assert scan.check(caplog.records) > 10_000
 
 
+@pytest.mark.slow
 def test_cli_never_shows_the_secret(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

@@ -7,6 +7,8 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
+import pytest
+
 import closefunnel as cf
 from closefunnel._client import PoolSnapshot
 from closefunnel.emulator import FAULT_KINDS, Emulator
@@ -26,6 +28,7 @@ QUERIES = 150
 COMPARED = "last-year"
 
 
+@pytest.mark.slow
 async def test_fault_soak_loses_nothing_and_matches_a_clean_run(
     start_emulator: EmulatorFactory, make_queries: QueryFactory, assert_quiet: QuietCheck
 ) -> None:

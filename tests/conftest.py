@@ -1,0 +1,132 @@
+"""Fixtures every test directory can use: a Redis server for the shared-gate tests.
+
+A Redis test must run wherever the suite runs, and must never harm a Redis it was lent:
+
+- ``REDIS_URL`` set (CI sets it; so can a developer): that server is shared, so the session
+  claims one *empty* database on it (a claim key written with ``SET NX``, so two suites on one
+  server never share a database) and at the end deletes the keys in that database only while
+  its claim still stands. It never runs ``FLUSHDB``/``FLUSHALL``.
+- otherwise, with ``redis-server`` on ``PATH``: the session starts its own server on a free
+  port in a temporary directory (nothing saved to disk) and stops it at the end.
+- otherwise the Redis tests skip with a message saying how to enable them; under ``CI=true``
+  a missing Redis fails them instead, so CI can never pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+#: Written with ``SET NX`` into the database a session borrows on a shared server.
+CLAIM_KEY = "closefunnel-tests:claim"
+#: How long an abandoned claim (a killed session) keeps its database from other sessions.
+CLAIM_SECONDS = 6 * 3600
+#: Databases tried on a shared server; 0 is left to whoever else uses it.
+DATABASES = range(1, 16)
+#: How long a started ``redis-server`` may take to answer ``PING``.
+START_SECONDS = 10.0
+ENABLE_HINT = (
+    "set REDIS_URL=redis://host:port (a server the tests may borrow an empty database on) "
+    "or put redis-server on PATH"
+)
+
+
+def _unavailable(reason: str) -> NoReturn:
+    """Skip a Redis test, or fail it in CI, where a skip would hide an untested gate."""
+    message = f"Redis tests need a Redis server: {reason}; {ENABLE_HINT}"
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"{message} (a skip is a failure under CI=true)", pytrace=False)
+    pytest.skip(message)
+
+
+def _with_db(url: str, db: int) -> str:
+    """The URL with its database number (the path) replaced by ``db``."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _borrow(url: str) -> Iterator[str]:
+    """Claim an empty database on a shared server; give back only what this session wrote."""
+    import redis  # the `redis` extra, part of `test`
+
+    token = secrets.token_hex(8)
+    for db in DATABASES:
+        conn = redis.Redis.from_url(_with_db(url, db))
+        try:
+            if conn.dbsize() == 0 and conn.set(CLAIM_KEY, token, nx=True, ex=CLAIM_SECONDS):
+                break
+        except redis.RedisError as exc:
+            conn.close()
+            _unavailable(f"{urlsplit(url).hostname}:{urlsplit(url).port} did not answer ({exc})")
+        conn.close()
+    else:
+        _unavailable(f"no empty database among {DATABASES.start}-{DATABASES.stop - 1}")
+    try:
+        yield _with_db(url, db)
+    finally:
+        try:
+            if conn.get(CLAIM_KEY) == token.encode():
+                keys = [key for key in conn.scan_iter(count=1000) if key != CLAIM_KEY.encode()]
+                if keys:
+                    conn.delete(*keys)
+                conn.delete(CLAIM_KEY)
+        finally:
+            conn.close()
+
+
+def _own_server(binary: str, directory: Path) -> Iterator[str]:
+    """A private ``redis-server`` on a free loopback port; the whole server is ours."""
+    port = _free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(directory)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    _unavailable(f"{binary} did not start on port {port}")
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(name="redis_url", scope="session")
+def _redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis URL whose database this test session owns (see the module docstring)."""
+    shared = os.environ.get("REDIS_URL")
+    if shared:
+        yield from _borrow(shared)
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        _unavailable("REDIS_URL is unset and redis-server is not on PATH")
+    yield from _own_server(binary, tmp_path_factory.mktemp("redis"))
