@@ -152,3 +152,22 @@ async def test_caller_cancelled_after_its_grant_before_it_resumes_refunds(
     assert hits > 0, "the window was never hit"
     assert sync_redis.zcard(keys[1]) == 0
     assert int(sync_redis.hget(keys[0], "seq")) == int(sync_redis.hget(keys[0], "seen"))
+
+
+async def test_acquire_on_a_closed_gate_raises_instead_of_hanging(
+    redis_url: str, prefix: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    from closefunnel._redis_gate import RedisGate
+
+    conn = aioredis.Redis.from_url(redis_url)
+    gate = RedisGate(GROUP, redis=conn, key_id="api_closed", max_concurrency=2, prefix=prefix)
+    try:
+        (await gate.acquire()).release()
+        await gate.aclose()
+        async with asyncio.timeout(5):
+            with pytest.raises(RuntimeError, match="closed"):
+                await gate.acquire()
+    finally:
+        await conn.aclose()
