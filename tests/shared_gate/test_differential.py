@@ -1,8 +1,9 @@
 """
 The script and the Budget are one set of rules: driven with the same seeded events
 (grants, answers with and without RateLimit info, 429 pauses, releases with and without
-an answer, refunds), they agree on every field after every step. The script runs in a
-real Redis on Redis's clock; the Budget is given the ``now`` the script returned.
+an answer, refunds; answers learned as of when they arrived), they agree on every field
+after every step. The script runs in a real Redis on Redis's clock; the Budget is given
+the ``now`` the script returned.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _settle_args(permit: tuple[str, int, int], event: dict[str, Any]) -> list[st
         "" if info is None or info.limit is None else repr(float(info.limit)),
         "0" if info is None else repr(float(info.remaining)),
         "0" if info is None else repr(float(info.reset)),
-        repr(float(event["pause"])), "0.0", "0", "0",
+        repr(float(event["pause"])), "0.0", "0", repr(event["age"]),
     ]  # fmt: skip
 
 
@@ -56,7 +57,7 @@ def _event(rng: random.Random) -> dict[str, Any]:
         info = None
         if rng.random() < 0.5:
             info = RateLimitInfo(limit=5.0, remaining=0.0, reset=rng.uniform(0.001, 0.3))
-        return {"kind": "answer", "status": 429, "info": info, "pause": pause}
+        return {"kind": "answer", "status": 429, "info": info, "pause": pause, "age": _age(rng)}
     info = None
     if rng.random() < 0.8:
         limit = rng.choice([None, 3.0, 5.0, 8.0])
@@ -67,7 +68,13 @@ def _event(rng: random.Random) -> dict[str, Any]:
         "status": rng.choice([200, 200, 200, 500]),
         "info": info,
         "pause": 0.0,
+        "age": _age(rng),
     }
+
+
+def _age(rng: random.Random) -> float:
+    """How long before the script call the answer arrived: it is learned as of then."""
+    return rng.choice([0.0, rng.uniform(0.0, 0.05)])
 
 
 def _apply_budget(
@@ -79,7 +86,8 @@ def _apply_budget(
     elif event["kind"] == "refund":
         budget.release(seq, refund=True, settled=True)
     else:
-        budget.observe(seq, seen, event["status"], event["info"], event["pause"], now, jitter=0.0)
+        at = now - event["age"]
+        budget.observe(seq, seen, event["status"], event["info"], event["pause"], at, jitter=0.0)
         budget.release(seq, refund=False, settled=False)
 
 
