@@ -28,6 +28,8 @@ import re
 import secrets
 from typing import TYPE_CHECKING, Final, Literal
 
+import attrs
+
 from closefunnel._budget import jitter_cap
 from closefunnel._errors import GateUnavailableError
 from closefunnel._gate import GatePermit, GateSnapshot, RateLimitGate, too_long_error
@@ -188,6 +190,8 @@ class RedisGate:
     async def acquire(self, *, max_wait: float = math.inf, front: bool = False) -> GatePermit:
         """Wait for a permit; see :meth:`closefunnel._gate.RateLimitGate.acquire`."""
         loop = self._bind()
+        if self._closed:
+            raise RuntimeError("this shared rate-limit gate is closed")
         if self._down:
             return await self._local_acquire(max_wait, front)
         held_for = self._asked_until - loop.time()
@@ -226,7 +230,8 @@ class RedisGate:
     def snapshot(self) -> GateSnapshot:
         """The gate's state as the last script call saw it, and this process's queue."""
         if self._down:
-            return self._local.snapshot()
+            local = self._local.snapshot()  # plus the shared permits still out
+            return attrs.evolve(local, in_flight=local.in_flight + len(self._held))
         now = self._loop.time() if self._loop is not None else 0.0
         budget, window_end, pause_until, probing, _, rate_limited = self._reply
         age = now - self._seen_at
@@ -262,9 +267,13 @@ class RedisGate:
 
     def _settle(self, permit: SharedPermit, refund: bool) -> None:
         if permit.token not in self._held:
-            return  # granted before an outage: its lease expires in Redis on its own
+            return
         self._held.discard(permit.token)
+        # Kept through an outage too (at most the permits out when it began): sent when
+        # Redis answers again, so their leases do not hold every process until expiry.
         self._pending.append(permit.settle_args(refund))
+        if self._down:
+            return
         if self._loop is not None and not self._loop.is_closed() and not self._closed:
             self._start()
             self._wake.set()
@@ -320,15 +329,16 @@ class RedisGate:
         try:
             async with asyncio.timeout(_OP_TIMEOUT):
                 reply = await self._script(keys=self._keys, args=args)
-        except asyncio.CancelledError:
-            # Cancelled mid-call (the client is closing): the settles may not have run and
-            # the tokens may have been granted. aclose() sends the settles again and hands
-            # the tokens back (a settle of a lease that does not exist changes nothing).
+        except BaseException as exc:
+            # Cancelled mid-call (the client is closing) or failed: the settles may not
+            # have run and the tokens may have been granted. They are sent again, by
+            # aclose() or once Redis answers again, the tokens as refunds (a settle of a
+            # lease that does not exist changes nothing).
             self._pending[:0] = settles
             self._pending.extend(_refund_args(token) for token in tokens)
+            if isinstance(exc, Exception):  # redis-py raises many kinds: all "failing"
+                raise _RedisFailure(exc) from None
             raise
-        except Exception as exc:  # redis-py raises many kinds; every one means "failing"
-            raise _RedisFailure(exc) from None
         if not isinstance(reply, list) or len(reply) < 10:
             raise _RedisFailure(ValueError(f"unexpected script reply {reply!r:.80}"))
         return reply
@@ -392,8 +402,8 @@ class RedisGate:
                 type(cause).__name__,
                 what,
             )
-        self._pending.clear()  # their leases expire in Redis on their own
-        self._held.clear()
+        # The settles not sent and the permits still out stay: they reach Redis when it
+        # answers again (or their leases expire there, if it never does).
         while self._waiters:
             future, _ = self._waiters.popleft()
             if not future.done():
@@ -404,11 +414,15 @@ class RedisGate:
     async def _wait_for_redis(self) -> None:
         while self._down and not self._closed:
             await asyncio.sleep(_RECHECK)
+            settles, self._pending = self._pending, []
             try:
-                await self._call([], 0)
+                await self._call(settles, 0)
             except _RedisFailure:
                 continue
             self._down = False
+            if self._pending:  # given back while the recheck was on its way
+                self._start()
+                self._wake.set()
             logger.warning(
                 "closefunnel: Redis answers again; %s shares its rate-limit gate again",
                 self.group,

@@ -1,0 +1,201 @@
+"""
+Redis stopped mid-run: every query still ends with a result through the local gate,
+with one WARNING per outage; once the server is back on its port the client shares the
+gate again (one more WARNING says so). With ``redis_fallback="fail"`` callers get
+:class:`closefunnel.GateUnavailableError` and nothing is sent upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import closefunnel as cf
+from closefunnel.emulator import Emulator
+
+from .conftest import RedisServer, distinct_queries, emulator_config, totals_log
+
+GROUP = "POST report/funnel"
+
+
+def _gate_warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "closefunnel.gate" and r.levelno == logging.WARNING and text in r.getMessage()
+    ]
+
+
+async def _ok(client: cf.Client, queries: list[cf.FunnelQuery]) -> list[Any]:
+    items = [item async for item in client.totals_many(queries)]
+    assert [item.error for item in items if item.error is not None] == []
+    return items
+
+
+async def test_redis_stopped_mid_run_falls_back_then_shares_again(
+    dedicated_redis: Callable[[], RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis.asyncio as aioredis
+
+    caplog.set_level(logging.WARNING, logger="closefunnel")
+    server = dedicated_redis()
+    async with Emulator(emulator_config(latency=0.02)) as emu:
+        queries = distinct_queries(emu, 40)
+        async with (
+            asyncio.timeout(60),
+            cf.Client(
+                api_key=emu.api_key, base_url=emu.base_url, redis=server.url, max_concurrency=4
+            ) as client,
+        ):
+            await _ok(client, queries[:4])
+            assert client.gate_snapshots()[GROUP].shared is True
+
+            # Stop Redis while a batch is under way: every query still ends with a result.
+            results = 0
+            async for item in client.totals_many(queries[4:24]):
+                assert item.error is None, item.error
+                results += 1
+                if results == 3:
+                    await asyncio.to_thread(server.stop)
+            assert results == 20
+            assert client.gate_snapshots()[GROUP].shared is False
+            await _ok(client, queries[24:28])
+            assert client.gate_snapshots()[GROUP].shared is False
+            assert len(_gate_warnings(caplog, "unreachable")) == 1
+            assert _gate_warnings(caplog, "Redis answers again") == []
+
+            # Back on the same port: a later call goes through Redis again.
+            await asyncio.to_thread(server.start)
+            spare = iter(queries[28:])
+            while not client.gate_snapshots()[GROUP].shared:
+                await _ok(client, [next(spare)])
+                await asyncio.sleep(0.1)
+            await _ok(client, [next(spare)])
+            snapshot = client.gate_snapshots()[GROUP]
+            assert snapshot.shared is True
+            assert snapshot.in_flight == 0
+        log = totals_log(emu)
+    conn = aioredis.Redis.from_url(server.url)
+    try:
+        states = [k async for k in conn.scan_iter(match="closefunnel:*:state")]
+        assert len(states) == 1
+        assert int(await conn.hget(states[0], "seq") or 0) >= 1  # the fresh server saw it
+    finally:
+        await conn.aclose()
+    assert len(_gate_warnings(caplog, "unreachable")) == 1
+    assert len(_gate_warnings(caplog, "Redis answers again")) == 1
+    assert sum(e.status == 200 for e in log) == len(log)
+
+
+async def test_redis_fallback_fail_raises_and_sends_nothing(
+    dedicated_redis: Callable[[], RedisServer],
+) -> None:
+    server = dedicated_redis()
+    server.stop()  # nothing listens on its port now
+    async with Emulator(emulator_config()) as emu:
+        queries = distinct_queries(emu, 5)
+        async with (
+            asyncio.timeout(30),
+            cf.Client(
+                api_key=emu.api_key, base_url=emu.base_url, redis=server.url, redis_fallback="fail"
+            ) as client,
+        ):
+            items = [item async for item in client.totals_many(queries)]
+            with pytest.raises(cf.GateUnavailableError):
+                await client.funnel_totals(queries[0])
+        assert totals_log(emu) == []
+    assert len(items) == len(queries)
+    assert all(isinstance(item.error, cf.GateUnavailableError) for item in items), items
+
+
+class _Switch:
+    """A loopback TCP proxy to Redis that can be cut off (Redis unreachable, data kept)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.cut = False
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (chunk := await reader.read(65536)) and not self.cut:
+                writer.write(chunk)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        self.writers |= {writer, up_writer}
+        for pump in (self._pump(reader, up_writer), self._pump(up_reader, writer)):
+            task = asyncio.ensure_future(pump)
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def set_cut(self, cut: bool) -> None:
+        self.cut = cut
+        if cut:
+            for writer in self.writers:
+                writer.close()
+            self.writers.clear()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.server.wait_closed()
+
+
+async def test_permits_in_flight_through_an_outage_are_given_back_when_redis_returns(
+    sync_redis: Any, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """
+    Redis unreachable (its data intact) while permits are out: their settles reach it
+    once it answers again, instead of their leases blocking every process until they
+    expire (the attempt timeout plus 5 s: 35 s by default).
+    """
+    from closefunnel._auth import Credentials
+    from closefunnel._redis_gate import gate_keys
+
+    caplog.set_level(logging.WARNING, logger="closefunnel")
+    kwargs = sync_redis.connection_pool.connection_kwargs
+    switch = _Switch(kwargs["host"], int(kwargs["port"]))
+    async with Emulator(emulator_config(latency=0.5)) as emu, switch as url:
+        leases = gate_keys(prefix, Credentials.api_key(emu.api_key).key_id, GROUP)[1]
+        queries = distinct_queries(emu, 5)
+        async with (
+            asyncio.timeout(30),
+            cf.Client(
+                api_key=emu.api_key, base_url=emu.base_url, redis=url, redis_prefix=prefix
+            ) as client,
+        ):
+            batch = asyncio.ensure_future(_ok(client, queries[:4]))
+            while sync_redis.zcard(leases) < 4:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            switch.set_cut(True)  # the four answers come back while Redis is unreachable
+            await batch
+            assert len(_gate_warnings(caplog, "unreachable")) == 1
+            assert sync_redis.zcard(leases) == 4  # nobody could tell Redis yet
+            switch.set_cut(False)
+            while not client.gate_snapshots()[GROUP].shared:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            # Well before the leases (35 s) expire: the settles were sent on return.
+            while sync_redis.zcard(leases):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            await _ok(client, queries[4:])
+    assert sync_redis.zcard(leases) == 0
