@@ -42,7 +42,7 @@ from closefunnel._models import FunnelTotals, Pipeline, User
 from closefunnel._options import DEFAULT_MAX_RESPONSE_BYTES, ClientOptions, RedisFallback
 from closefunnel._query import Compared, FunnelQuery, validate_compared
 from closefunnel._redact import redact_error
-from closefunnel._redis_gate import RedisGate
+from closefunnel._redis_gate import RedisGate, RedisHealth
 from closefunnel._retry import RetryPolicy, call_with_retries
 from closefunnel._sansio import (
     DEFAULT_BASE_URL,
@@ -190,6 +190,7 @@ class Client:
         self._owns_session = options.session is None
         self._closed = False
         self._redis, self._owns_redis = options.redis_client()
+        self._redis_health = RedisHealth()
         self._gates: dict[str, Gate] = {}
         self._flights: SingleFlight[tuple[Any, ...], Any] = SingleFlight()
 
@@ -561,6 +562,7 @@ class Client:
                     lease_ttl=self._timeout.total + _LEASE_MARGIN,  # type: ignore[operator]
                     fallback=self._options.redis_fallback,
                     prefix=self._options.redis_prefix,
+                    health=self._redis_health,
                 )
             else:
                 gate = RateLimitGate(

@@ -10,6 +10,7 @@ field here (with its validator) plus its keyword in ``Client.__init__``.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
@@ -115,6 +116,14 @@ def _redis(_: object, __: attrs.Attribute[Any], value: object) -> None:
             f"got {type(value).__name__}",
             field="redis",
             rule="type",
+        )
+    database = urlsplit(value).path.strip("/") if not value.startswith("unix://") else ""
+    if database and not database.isdigit():
+        # redis-py would quietly use database 0: processes meant to be apart would share.
+        raise InvalidQueryError(
+            "redis: the URL's path must be a database number (redis://host:6379/0)",
+            field="redis",
+            rule="url",
         )
 
 

@@ -39,7 +39,7 @@ from closefunnel._redis_script import POLL, STEP
 if TYPE_CHECKING:
     import redis.asyncio
 
-__all__ = ["RedisFallback", "RedisGate", "SharedPermit"]
+__all__ = ["RedisFallback", "RedisGate", "RedisHealth", "SharedPermit"]
 
 logger: Final = logging.getLogger("closefunnel.gate")
 
@@ -56,6 +56,28 @@ _SAFE: Final = re.compile(r"[^A-Za-z0-9_.:-]")
 
 class _FellBack(Exception):
     """Internal: Redis failed while the caller queued; go to the local gate."""
+
+
+class RedisHealth:
+    """
+    Whether one Redis answers, as the gates of one client see it: an outage is one
+    WARNING (and its end one more), however many endpoint groups notice it.
+    """
+
+    def __init__(self) -> None:
+        self.down = 0  # gates that found Redis unreachable and have not seen it back
+
+    def lost(self, message: str) -> None:
+        """A gate found Redis unreachable."""
+        if self.down == 0:
+            logger.warning(message)
+        self.down += 1
+
+    def back(self, message: str) -> None:
+        """A gate that had lost Redis reached it again."""
+        self.down = max(0, self.down - 1)
+        if self.down == 0:
+            logger.warning(message)
 
 
 class SharedPermit:
@@ -137,6 +159,7 @@ class RedisGate:
             it gives it back after this.
         fallback: What to do when Redis fails: ``"local"`` or ``"fail"``.
         prefix: The namespace of every key.
+        health: Shared by the gates of one client, so an outage is one WARNING.
         seed: Seed for the pause jitter (None = random).
     """
 
@@ -151,9 +174,11 @@ class RedisGate:
         lease_ttl: float = 60.0,
         fallback: RedisFallback = "local",
         prefix: str = "closefunnel",
+        health: RedisHealth | None = None,
         seed: int | None = None,
     ) -> None:
         self.group = group
+        self._health = health if health is not None else RedisHealth()
         self._redis = redis
         self._script = redis.register_script(STEP)
         self._keys = gate_keys(prefix, key_id, group)
@@ -395,12 +420,9 @@ class RedisGate:
             what = "falling back to this process's own gate" if self._fallback == "local" else (
                 "failing calls (redis_fallback='fail')"
             )  # fmt: skip
-            logger.warning(
-                "closefunnel: Redis is unreachable for the shared rate-limit gate of %s "
-                "(%s); %s until it answers again",
-                self.group,
-                type(cause).__name__,
-                what,
+            self._health.lost(
+                f"closefunnel: Redis is unreachable for the shared rate-limit gate "
+                f"({type(cause).__name__}); {what} until it answers again"
             )
         # The settles not sent and the permits still out stay: they reach Redis when it
         # answers again (or their leases expire there, if it never does).
@@ -423,9 +445,8 @@ class RedisGate:
             if self._pending:  # given back while the recheck was on its way
                 self._start()
                 self._wake.set()
-            logger.warning(
-                "closefunnel: Redis answers again; %s shares its rate-limit gate again",
-                self.group,
+            self._health.back(
+                "closefunnel: Redis answers again; the rate-limit gate is shared again"
             )
 
     async def aclose(self) -> None:

@@ -34,6 +34,9 @@ STEP: Final = """
 local COLD_START = 4
 local MARGIN = 0.002
 local POLL = __POLL__
+-- Redis >= 5 replicates a script's effects, so TIME may precede writes; older servers
+-- need to be told (the call is gone or a no-op on newer ones).
+if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local max_hold = tonumber(ARGV[1])

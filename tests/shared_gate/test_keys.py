@@ -70,6 +70,7 @@ async def test_keys_carry_the_key_id_one_hash_tag_and_a_ttl(
         ({"redis": "http://127.0.0.1:6379/0"}, "redis"),
         ({"redis": "127.0.0.1:6379"}, "redis"),
         ({"redis": "redis://127.0.0.1:notaport/0"}, "redis"),
+        ({"redis": "redis://127.0.0.1:6379/notadb"}, "redis"),
         ({"redis": "redis://127.0.0.1:6379/0", "redis_fallback": "retry"}, "redis_fallback"),
         ({"redis": "redis://127.0.0.1:6379/0", "redis_fallback": None}, "redis_fallback"),
         ({"redis": "redis://127.0.0.1:6379/0", "redis_prefix": ""}, "redis_prefix"),

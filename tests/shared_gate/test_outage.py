@@ -199,3 +199,26 @@ async def test_permits_in_flight_through_an_outage_are_given_back_when_redis_ret
                 await asyncio.sleep(0.05)
             await _ok(client, queries[4:])
     assert sync_redis.zcard(leases) == 0
+
+
+async def test_one_warning_per_outage_however_many_endpoint_groups(
+    dedicated_redis: Callable[[], RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Lists and reports are two gates of one client: Redis going away is one WARNING."""
+    caplog.set_level(logging.WARNING, logger="closefunnel")
+    server = dedicated_redis()
+    async with Emulator(emulator_config()) as emu:
+        queries = distinct_queries(emu, 2)
+        async with (
+            asyncio.timeout(60),
+            cf.Client(api_key=emu.api_key, base_url=emu.base_url, redis=server.url) as client,
+        ):
+            await client.pipelines()
+            await _ok(client, queries[:1])
+            await asyncio.to_thread(server.stop)
+            assert await client.pipelines()
+            await _ok(client, queries[1:])
+            groups = client.gate_snapshots()
+            assert len(groups) == 2
+            assert not any(snapshot.shared for snapshot in groups.values())
+    assert len(_gate_warnings(caplog, "unreachable")) == 1
