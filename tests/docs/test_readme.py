@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -26,8 +27,11 @@ def test_readme_has_examples() -> None:
 
 
 @pytest.mark.parametrize("source", EXAMPLES, ids=[f"example-{i}" for i in range(len(EXAMPLES))])
-def test_readme_example_runs(source: str, tmp_path: Path) -> None:
+def test_readme_example_runs(source: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Each example exits 0 in a fresh interpreter, with warnings as errors."""
+    env = dict(os.environ)
+    if "REDIS_URL" in source:  # the Many workers example: a Redis database of the session's
+        env["REDIS_URL"] = request.getfixturevalue("redis_url")
     if "def test_" in source:  # an example of a user's own test module: run it with pytest
         # in a project of its own, configured only by what the README says to configure, so
         # a warning today's pytest-asyncio gives a user who copies the example fails here too
@@ -45,5 +49,6 @@ def test_readme_example_runs(source: str, tmp_path: Path) -> None:
         text=True,
         timeout=120,
         check=False,
+        env=env,
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
