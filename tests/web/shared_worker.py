@@ -3,7 +3,8 @@ One web worker for the multi-process shared-cache test: ``create_app(..., redis=
 under uvicorn on a given loopback port, like one of ``uvicorn --workers N``'s children.
 
 Usage: ``python shared_worker.py PORT`` with ``CLOSE_API_KEY``, ``CLOSE_BASE_URL``,
-``CLOSEFUNNEL_REDIS_URL`` and ``CLOSEFUNNEL_REDIS_PREFIX`` in the environment.
+``CLOSEFUNNEL_REDIS_URL`` (empty: no Redis, each worker on its own) and
+``CLOSEFUNNEL_REDIS_PREFIX`` in the environment.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def main() -> None:
     app = create_app(
         client_factory=factory,
         cache_ttl=30,
-        redis=os.environ["CLOSEFUNNEL_REDIS_URL"],
+        redis=os.environ["CLOSEFUNNEL_REDIS_URL"] or None,
         redis_prefix=os.environ["CLOSEFUNNEL_REDIS_PREFIX"],
     )
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
