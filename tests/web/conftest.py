@@ -128,14 +128,19 @@ def redis_unavailable(reason: str) -> NoReturn:
 class RedisServer:
     """A private ``redis-server`` on a free loopback port (nothing saved), stoppable."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             redis_unavailable("redis-server is not on PATH")
-        self.port = free_port()
+        self._binary = binary
+        self._directory = directory
+        self.port = free_port() if port is None else port
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        command += ["--appendonly", "no", "--dir", str(directory)]
+        self._start()
+
+    def _start(self) -> None:
+        command = [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--dir", str(self._directory)]
         self._process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -149,6 +154,11 @@ class RedisServer:
                     self.stop()
                     redis_unavailable(f"redis-server did not start on port {self.port}")
                 time.sleep(0.02)
+
+    def restart(self) -> None:
+        """Start a new, empty server on the same port, as Redis coming back after an outage."""
+        self.stop()
+        self._start()
 
     def stop(self) -> None:
         """Stop the server (idempotent)."""

@@ -218,6 +218,32 @@ async def test_redis_stopped_still_answers_from_the_local_cache_with_one_warning
     assert "Redis is unreachable" in warnings[0].getMessage()
 
 
+async def test_redis_back_after_an_outage_is_shared_again(
+    slow_emu: Emulator,
+    http: aiohttp.ClientSession,
+    serve_app: ServeApp,
+    private_redis: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once Redis answers again the workers share it again: what one stores, the other
+    serves without asking Close."""
+    monkeypatch.setattr(redis_cache, "_RECHECK", 0.0)
+    pipelines = [p.id for p in slow_emu.dataset.pipelines]
+    async with _apps(serve_app, slow_emu, 2, redis=private_redis.url, prefix="cf-back") as urls:
+        private_redis.stop()
+        await _ask_all(http, urls[:1], f"/funnel/{pipelines[0]}")  # the outage begins
+        private_redis.restart()
+        await _ask_all(http, urls[:1], f"/funnel/{pipelines[1]}")
+        before = _totals_posts(slow_emu)
+        await _ask_all(http, urls[1:], f"/funnel/{pipelines[1]}")
+        assert _totals_posts(slow_emu) == before  # served from Redis, stored by the other
+    connection = redis_asyncio.Redis.from_url(private_redis.url)
+    try:
+        assert len([key async for key in connection.scan_iter(match="cf-back:*")]) == 1
+    finally:
+        await connection.aclose()
+
+
 # -- the protocol, between two caches as two processes would hold them ----------------------
 
 
@@ -410,6 +436,26 @@ async def test_a_cancelled_waiter_leaves_the_lock_alone_and_no_task(
             await waiter
         assert await raw.get(lock_key) == b"another-process"
         assert await _other_tasks() == set()
+    await raw.aclose()
+
+
+async def test_a_waiter_past_max_wait_fetches_itself_and_leaves_the_lock_alone(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A lock that a live process keeps renewing but never ends: the waiter stops waiting
+    after max_wait, fetches for itself, stores the answer, and leaves that lock alone."""
+    raw = await _raw(redis_url)
+    async with _caches(redis_url, redis_prefix, count=1, max_wait=0.3) as (cache,):
+        value_key, lock_key = cache.keys("k", b"q")
+        await raw.set(lock_key, "stuck-process", px=60_000)
+
+        async def fetch() -> str:
+            return "own"
+
+        assert await asyncio.wait_for(cache.get("k", b"q", fetch, **_codec()), 10) == "own"
+        assert cache.fetches == 1
+        assert await raw.get(value_key) == b"own"
+        assert await raw.get(lock_key) == b"stuck-process"
     await raw.aclose()
 
 
