@@ -86,6 +86,11 @@ class TTLCache(Generic[K, V]):
             self.misses += 1
         return await self._flights.run(key, lambda: self._fetch(key, fetch))
 
+    def put(self, key: K, value: V) -> None:
+        """Store *value* for *key* for the TTL (a value fetched elsewhere, e.g. by the
+        shared cache while Redis failed)."""
+        self._store(key, value)
+
     async def _fetch(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
         value = await fetch()
         self._store(key, value)

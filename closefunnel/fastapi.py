@@ -19,6 +19,12 @@ per request would make each one rediscover Close's limits by hitting them. The o
 cache (off unless ``cache_ttl`` is given) serves identical dashboard requests from memory
 and makes concurrent identical ones share one fetch.
 
+Under several worker processes (``uvicorn --workers N``, gunicorn, several hosts) give
+``redis=`` too: the cache and its single-flight then live in Redis, so N workers
+answering the same dashboard request make one upstream call between them
+(:mod:`closefunnel._redis_cache` has the protocol). Redis unreachable: each worker
+serves from its own in-process cache, with one WARNING per outage.
+
 The web API spends the app's Close key on behalf of whoever calls it, so every request
 is bounded before anything is sent: at most :data:`MAX_COMPARED` compared ranges and
 :data:`MAX_USERS` users (configurable), no unknown parameters, and, with ``token=``, only
@@ -51,14 +57,14 @@ import re
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta, timezone, tzinfo
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import attrs
 
 from closefunnel._cache import TTLCache
 from closefunnel._client import Client
 from closefunnel._compare import FunnelComparison
-from closefunnel._convert import CONVERTER
+from closefunnel._convert import CONVERTER, decode_json
 from closefunnel._errors import (
     CloseFunnelError,
     InvalidQueryError,
@@ -67,7 +73,11 @@ from closefunnel._errors import (
 )
 from closefunnel._models import FunnelTotals, Pipeline
 from closefunnel._query import FunnelQuery, parse_compared, parse_range, validate_compared
+from closefunnel._redis_cache import SharedCache, check_prefix, check_redis, redis_connection
 from closefunnel._vocabulary import API_KEY_ENV, RELATIVE_RANGES, SAME_DAYS_RANGES
+
+if TYPE_CHECKING:
+    import redis.asyncio
 
 __all__ = [
     "MAX_COMPARED",
@@ -102,20 +112,37 @@ class FunnelService:
     The app's client, with the optional TTL cache in front of it.
 
     Routes go through :meth:`pipelines` and :meth:`funnel` so that cached and uncached
-    apps behave the same apart from how often Close is asked.
+    apps behave the same apart from how often Close is asked. With *shared* (Redis), the
+    cache and single-flight are those of every worker using that Redis, and *cache* is
+    what a worker serves from while Redis fails.
     """
 
     client: Client
     cache: TTLCache[Hashable, Any] | None = None
+    shared: SharedCache | None = None
 
-    async def _cached(self, key: Hashable, fetch: Callable[[], Any]) -> Any:
+    async def _cached(self, key: tuple[Any, ...], fetch: Callable[[], Any], cls: Any) -> Any:
+        if self.shared is not None:
+            # Everything that changes the answer, as text; the shared key holds only a
+            # hash of it and the key id, never the secret.
+            client = self.client
+            material = repr((client.base_url, client._options.tz_header(), key)).encode()
+            return await self.shared.get(
+                client._credentials.key_id,
+                material,
+                fetch,
+                encode=CONVERTER.dumps,
+                decode=lambda data: decode_json(data, cls),
+            )
         if self.cache is None:
             return await fetch()
         return await self.cache.get(key, fetch)
 
     async def pipelines(self) -> list[Pipeline]:
         """Every pipeline of the organization."""
-        result: list[Pipeline] = await self._cached(("pipelines",), self.client.pipelines)
+        result: list[Pipeline] = await self._cached(
+            ("pipelines",), self.client.pipelines, list[Pipeline]
+        )
         return result
 
     async def funnel(
@@ -129,18 +156,20 @@ class FunnelService:
             return await self.client.funnel_totals(query)
 
         result: FunnelTotals | FunnelComparison = await self._cached(
-            ("funnel", query, compared), fetch
+            ("funnel", query, compared), fetch, FunnelComparison if compared else FunnelTotals
         )
         return result
 
 
-def _default_factory() -> Client:
+def _default_factory(
+    redis: str | redis.asyncio.Redis | None = None, redis_prefix: str = "closefunnel"
+) -> Client:
     key = os.environ.get(API_KEY_ENV, "").strip()
     if not key:
         raise RuntimeError(
             f"closefunnel.fastapi: set {API_KEY_ENV} or pass client_factory= to client_lifespan()"
         )
-    return Client(api_key=key)
+    return Client(api_key=key, redis=redis, redis_prefix=redis_prefix)
 
 
 def client_lifespan(
@@ -148,21 +177,38 @@ def client_lifespan(
     *,
     cache_ttl: float | None = None,
     cache_size: int = 1024,
+    redis: str | redis.asyncio.Redis | None = None,
+    redis_prefix: str = "closefunnel",
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """
     A FastAPI ``lifespan`` that opens one :class:`Client` at startup and closes it at shutdown.
 
     Args:
-        client_factory: Makes the client (default: ``Client(api_key=$CLOSE_API_KEY)``).
+        client_factory: Makes the client (default: ``Client(api_key=$CLOSE_API_KEY)``,
+            sharing its rate-limit gate through *redis* when given).
         cache_ttl: Seconds to serve identical router requests from memory; None (the
             default) turns the cache off, so library users get fresh data unless they
             ask otherwise.
-        cache_size: Most cached responses kept.
+        cache_size: Most cached responses kept (in-process).
+        redis: A ``redis://`` URL or a ``redis.asyncio.Redis`` (never closed here): with
+            *cache_ttl*, the cache and the single-flight of identical requests are kept
+            in Redis and shared by every worker using it, so N workers asked the same
+            thing at once make one upstream call. None (the default): in-process only.
+        redis_prefix: The namespace of the shared cache's keys (and of the default
+            client's gate).
 
     Compose it with your own lifespan by entering it inside yours:
     ``async with client_lifespan(...)(app): yield``.
     """
-    factory = client_factory or _default_factory
+    if redis is not None:
+        check_redis(redis)
+    check_prefix(redis_prefix)
+    if client_factory is not None:
+        factory = client_factory
+    else:
+
+        def factory() -> Client:
+            return _default_factory(redis, redis_prefix)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -170,11 +216,23 @@ def client_lifespan(
         if cache_ttl is not None and cache_ttl > 0:
             cache = TTLCache(ttl=cache_ttl, max_entries=cache_size)
         async with factory() as client:
-            setattr(app.state, _STATE_ATTR, FunnelService(client, cache))
+            shared: SharedCache | None = None
+            if cache is not None and cache_ttl is not None and redis is not None:
+                connection, owned = redis_connection(redis)
+                shared = SharedCache(
+                    redis=connection,
+                    ttl=cache_ttl,
+                    local=cache,
+                    prefix=redis_prefix,
+                    owns_redis=owned,
+                )
+            setattr(app.state, _STATE_ATTR, FunnelService(client, cache, shared))
             try:
                 yield
             finally:
                 delattr(app.state, _STATE_ATTR)
+                if shared is not None:
+                    await shared.aclose()
 
     return lifespan
 
@@ -776,11 +834,15 @@ def create_app(
     token: str | None = None,
     max_compared: int = MAX_COMPARED,
     max_users: int = MAX_USERS,
+    redis: str | redis.asyncio.Redis | None = None,
+    redis_prefix: str = "closefunnel",
 ) -> FastAPI:
     """
     A ready app: the lifespan, the router (under *prefix*) and the error handlers.
 
     Args:
+        cache_ttl, redis, redis_prefix: The response cache, shared by every worker
+            through *redis* when given (see :func:`client_lifespan`).
         token: When given, every request but ``GET {prefix}/health`` (the OpenAPI
             pages included) needs ``Authorization: Bearer <token>``; others get 401 with
             ``WWW-Authenticate: Bearer``. The token is compared in constant time and
@@ -797,7 +859,9 @@ def create_app(
         title=title,
         version=__version__,
         description="Close CRM opportunity funnel reports, base vs compared ranges.",
-        lifespan=client_lifespan(client_factory, cache_ttl=cache_ttl),
+        lifespan=client_lifespan(
+            client_factory, cache_ttl=cache_ttl, redis=redis, redis_prefix=redis_prefix
+        ),
     )
     app.include_router(make_router(max_compared=max_compared, max_users=max_users), prefix=prefix)
     add_exception_handlers(app)

@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from tests.redis_server import RedisServer, unavailable
 
 #: Written with ``SET NX`` into the database a session borrows on a shared server.
 CLAIM_KEY = "closefunnel-tests:claim"
@@ -41,25 +37,10 @@ ENABLE_HINT = (
 )
 
 
-def _unavailable(reason: str) -> NoReturn:
-    """Skip a Redis test, or fail it in CI, where a skip would hide an untested gate."""
-    message = f"Redis tests need a Redis server: {reason}; {ENABLE_HINT}"
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(f"{message} (a skip is a failure under CI=true)", pytrace=False)
-    pytest.skip(message)
-
-
 def _with_db(url: str, db: int) -> str:
     """The URL with its database number (the path) replaced by ``db``."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _borrow(url: str) -> Iterator[str]:
@@ -74,10 +55,10 @@ def _borrow(url: str) -> Iterator[str]:
                 break
         except redis.RedisError as exc:
             conn.close()
-            _unavailable(f"{urlsplit(url).hostname}:{urlsplit(url).port} did not answer ({exc})")
+            unavailable(f"{urlsplit(url).hostname}:{urlsplit(url).port} did not answer ({exc})")
         conn.close()
     else:
-        _unavailable(f"no empty database among {DATABASES.start}-{DATABASES.stop - 1}")
+        unavailable(f"no empty database among {DATABASES.start}-{DATABASES.stop - 1}")
     try:
         yield _with_db(url, db)
     finally:
@@ -91,34 +72,6 @@ def _borrow(url: str) -> Iterator[str]:
             conn.close()
 
 
-def _own_server(binary: str, directory: Path) -> Iterator[str]:
-    """A private ``redis-server`` on a free loopback port; the whole server is ours."""
-    port = _free_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    command += ["--appendonly", "no", "--dir", str(directory)]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    _unavailable(f"{binary} did not start on port {port}")
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture(name="redis_url", scope="session")
 def _redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis URL whose database this test session owns (see the module docstring)."""
@@ -126,7 +79,8 @@ def _redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if shared:
         yield from _borrow(shared)
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        _unavailable("REDIS_URL is unset and redis-server is not on PATH")
-    yield from _own_server(binary, tmp_path_factory.mktemp("redis"))
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

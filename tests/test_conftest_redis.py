@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import CLAIM_KEY, _borrow, _own_server, _unavailable, _with_db
+from tests.conftest import CLAIM_KEY, _borrow, _with_db
+from tests.redis_server import RedisServer, unavailable
 
 needs_binary = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="needs redis-server on PATH"
@@ -30,8 +31,8 @@ def test_redis_url_answers(redis_url: str) -> None:
 @needs_binary
 def test_borrowing_takes_an_empty_database_and_gives_back_only_its_own(tmp_path: Path) -> None:
     """On a shared server: other databases keep their keys; the borrowed one ends empty."""
-    server = _own_server(str(shutil.which("redis-server")), tmp_path)
-    base = next(server)
+    server = RedisServer(tmp_path).start()
+    base = server.url
     try:
         others = {db: redis.Redis.from_url(_with_db(base, db)) for db in (0, 1)}
         others[0].set("someone-else", "0")  # db 0 is never tried
@@ -53,14 +54,14 @@ def test_borrowing_takes_an_empty_database_and_gives_back_only_its_own(tmp_path:
             conn.close()
         second.close()
     finally:
-        server.close()
+        server.stop()
 
 
 @needs_binary
 def test_a_claim_taken_over_is_left_alone(tmp_path: Path) -> None:
     """If another session holds the claim at the end, nothing is deleted."""
-    server = _own_server(str(shutil.which("redis-server")), tmp_path)
-    base = next(server)
+    server = RedisServer(tmp_path).start()
+    base = server.url
     try:
         borrowed = _borrow(base)
         url = next(borrowed)
@@ -71,7 +72,7 @@ def test_a_claim_taken_over_is_left_alone(tmp_path: Path) -> None:
         assert conn.get("their-key") == b"1"
         conn.close()
     finally:
-        server.close()
+        server.stop()
 
 
 @pytest.mark.parametrize(
@@ -84,5 +85,5 @@ def test_no_redis_skips_but_fails_under_ci(
     monkeypatch.setenv("CI", ci)
     either = (pytest.fail.Exception, pytest.skip.Exception)
     with pytest.raises(either, match="REDIS_URL") as info:
-        _unavailable("nothing here")
+        unavailable("nothing here")
     assert info.type is outcome  # checked after the fact, so a wrong skip cannot end the test

@@ -112,8 +112,12 @@ def serve(ns: argparse.Namespace, console: Console) -> ExitStatus:
     async def run() -> ExitStatus:
         async with client_factory(connection) as make_client:
             # Only ask for auth when there is a token, so the app's default stays as it is.
-            auth: dict[str, Any] = {} if token is None else {"token": token}
-            app = create_app(client_factory=make_client, cache_ttl=ns.cache_ttl or None, **auth)
+            app = create_app(
+                client_factory=make_client,
+                cache_ttl=ns.cache_ttl or None,
+                token=token,
+                redis=connection.redis,
+            )
             config = uvicorn.Config(app, host=ns.host, port=ns.port, log_level="info")
 
             class Server(uvicorn.Server):
@@ -173,7 +177,7 @@ def _serve_workers(
         sock = stack.enter_context(socket.socket(family, kind))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sharing = "one shared gate" if connection.redis else "each its own gate"
+        sharing = "one shared gate and cache" if connection.redis else "each its own gate"
         console.note(
             f"closefunnel API for {connection.where} on "
             f"http://{ns.host}:{sock.getsockname()[1]}/ with {ns.workers} workers ({sharing}"
@@ -207,5 +211,9 @@ def worker_app() -> FastAPI:
             redis=spec["redis"],
         )
 
-    auth: dict[str, Any] = {} if spec["token"] is None else {"token": spec["token"]}
-    return create_app(client_factory=make_client, cache_ttl=spec["cache_ttl"] or None, **auth)
+    return create_app(
+        client_factory=make_client,
+        cache_ttl=spec["cache_ttl"] or None,
+        token=spec["token"],
+        redis=spec["redis"],
+    )

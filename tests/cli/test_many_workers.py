@@ -138,6 +138,11 @@ def test_serve_workers_share_one_gate_through_redis(redis_url: str) -> None:
         first = pipelines[0]["id"]
         for _ in range(4):  # more requests than one worker needs to answer
             _get(f"{url}funnel/{first}?range=this-month")
+        conn = redis.Redis.from_url(redis_url, decode_responses=True)
+        try:  # the answer is in the cache every worker reads
+            assert list(conn.scan_iter(match="closefunnel:web:*:value"))
+        finally:
+            conn.close()
     text = "".join(lines)
     assert "WARNING" not in text
     assert "one shared gate" in text

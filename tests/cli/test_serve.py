@@ -21,7 +21,7 @@ from closefunnel.cli.serve import TOKEN_ENV
 
 from .conftest import Run
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]  # real processes: run with -m slow
 
 SCRIPT = shutil.which("closefunnel") or str(Path(sys.executable).with_name("closefunnel"))
 #: TEST-NET-1 (RFC 5737): not loopback, and not an address of this machine, so a bind

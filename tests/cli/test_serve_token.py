@@ -22,7 +22,7 @@ import pytest
 
 from closefunnel.cli.serve import TOKEN_ENV
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]  # real processes: run with -m slow
 
 SCRIPT = shutil.which("closefunnel") or str(Path(sys.executable).with_name("closefunnel"))
 TOKEN = "s3cret-serve-token"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]  # real processes: run with -m slow
 
 NOW_ISO = "2026-11-18T15:30:00+00:00"
 CLI = (sys.executable, "-m", "closefunnel")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 import closefunnel as cf
 from closefunnel._gate import RateLimitGate
 
@@ -11,6 +13,7 @@ from .conftest import EmulatorFactory
 from .test_client import TOTALS, _pipeline_queries
 
 
+@pytest.mark.slow  # real rate-limit windows
 async def test_bursty_bucket_is_not_overdrawn_after_it_drains(
     start_emulator: EmulatorFactory,
 ) -> None:
@@ -28,6 +31,7 @@ async def test_bursty_bucket_is_not_overdrawn_after_it_drains(
     assert statuses.count(200) == 60
 
 
+@pytest.mark.slow  # real rate-limit windows
 async def test_idle_gap_does_not_release_a_burst(start_emulator: EmulatorFactory) -> None:
     """After several idle windows the gate paces from the current window, not a stale one."""
     async with start_emulator(rps=4, window=0.5, latency=0.01) as emu:

@@ -26,6 +26,7 @@ def test_readme_has_examples() -> None:
     assert len(PYTEST_CONFIGS) == 1
 
 
+@pytest.mark.slow  # each example in a fresh interpreter
 @pytest.mark.parametrize("source", EXAMPLES, ids=[f"example-{i}" for i in range(len(EXAMPLES))])
 def test_readme_example_runs(source: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Each example exits 0 in a fresh interpreter, with warnings as errors."""

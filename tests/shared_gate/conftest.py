@@ -10,11 +10,6 @@ it. ``dedicated_redis`` starts servers a test may stop and restart (outages).
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -25,85 +20,11 @@ import pytest
 
 import closefunnel as cf
 from closefunnel.emulator import Emulator, EmulatorConfig, LogEntry
+from tests.redis_server import RedisServer
 
 redis = pytest.importorskip(
     "redis", reason="the shared gate tests need redis-py (the [redis] extra)"
 )
-
-
-def free_port() -> int:
-    """A TCP port on loopback nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_until_up(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 10.0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {proc.returncode}")
-        try:
-            with redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5) as conn:
-                if conn.ping():
-                    return
-        except redis.RedisError:
-            time.sleep(0.02)
-    raise RuntimeError("redis-server did not answer within 10 s")
-
-
-class RedisServer:
-    """A redis-server of a test's own on a fixed port: stoppable and restartable."""
-
-    def __init__(self, directory: Path, binary: str) -> None:
-        self.port = free_port()
-        self.dir = directory
-        self.binary = binary
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        """Start (or restart, on the same port) the server and wait until it answers."""
-        self.proc = subprocess.Popen(
-            [
-                self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            _wait_until_up(self.port, self.proc)
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL) and wait for it to exit."""
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-
-
-def _binary_or_skip() -> str:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        message = (
-            "no Redis for the shared gate tests: set REDIS_URL=redis://host:port/0 or put "
-            "redis-server on PATH (Debian: apt-get install redis-server)"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " (CI=true: a skip here is a failure)")
-        pytest.skip(message)
-    return binary
 
 
 @pytest.fixture
@@ -136,14 +57,13 @@ def prefix(sync_redis: Any) -> Iterator[str]:
 def dedicated_redis(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
     """Make redis-servers of this test's own (for outages); all are stopped at the end."""
     servers: list[RedisServer] = []
-    binary = _binary_or_skip()
 
     def make() -> RedisServer:
-        server = RedisServer(tmp_path / f"redis{len(servers)}", binary)
-        server.dir.mkdir()
+        directory = tmp_path / f"redis{len(servers)}"
+        directory.mkdir()
+        server = RedisServer(directory)
         servers.append(server)
-        server.start()
-        return server
+        return server.start()
 
     try:
         yield make

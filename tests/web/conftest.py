@@ -1,12 +1,21 @@
-"""Fixtures for the FastAPI tests: an emulator, and the app served by uvicorn on loopback."""
+"""
+Fixtures for the FastAPI tests: an emulator, the app served by uvicorn on loopback, and
+Redis for the shared web cache.
+
+Redis: ``REDIS_URL`` when set (a server others may use: every test namespaces its keys
+with a prefix of its own and deletes only those), else a ``redis-server`` of this
+session's own on a free port in a temporary directory; neither: the Redis tests skip
+saying how to enable them, and fail under ``CI=true``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import AsyncIterator, Callable
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,18 +25,11 @@ import uvicorn
 import closefunnel as cf
 from closefunnel.emulator import Emulator, EmulatorConfig
 from closefunnel.fastapi import create_app
+from tests.redis_server import RedisServer, free_port
 
 NOW = datetime(2026, 11, 18, 15, 30, tzinfo=UTC)
 
 ServeApp = Callable[..., AbstractAsyncContextManager[str]]
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @asynccontextmanager
@@ -96,3 +98,33 @@ def _serve(emu: Emulator) -> ServeApp:
             yield url
 
     return start
+
+
+# -- Redis -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(name="private_redis")
+def _private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, which the test may stop."""
+    pytest.importorskip("redis", reason="pip install 'closefunnel[redis]'")
+    server = RedisServer(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(name="redis_prefix")
+async def _redis_prefix(redis_url: str) -> AsyncIterator[str]:
+    """A key namespace of this test's own; its keys, and only those, are deleted after."""
+    import redis.asyncio as aioredis
+
+    prefix = f"closefunnel-test-{secrets.token_hex(6)}"
+    yield prefix
+    connection = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in connection.scan_iter(match=f"{prefix}:*", count=500)]
+        if keys:
+            await connection.delete(*keys)
+    finally:
+        await connection.aclose()

@@ -95,6 +95,7 @@ EXCLUDED = [positive_data_acceptance]
 
 # The operations are driven with plain hypothesis rather than schemathesis' pytest
 # plugin (``from_fixture``), which does not run under pytest 9.
+@pytest.mark.slow  # generates hundreds of requests against a real uvicorn
 @pytest.mark.parametrize(
     ("path", "mode", "known"),
     CASES,
