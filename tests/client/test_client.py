@@ -275,6 +275,7 @@ async def test_cancelled_bulk_run_leaves_the_client_usable(start_emulator: Emula
     assert all(item.ok for item in done)
 
 
+@pytest.mark.slow
 async def test_secret_never_logged(
     start_emulator: EmulatorFactory, fast_retry: cf.RetryPolicy, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -92,6 +92,7 @@ async def test_serve_prints_banner_and_stops_when_cancelled(
             pass
 
 
+@pytest.mark.slow
 def test_python_m_serves_until_interrupted() -> None:
     """`python -m closefunnel.emulator` serves and exits 0 on Ctrl-C (SIGINT)."""
     proc = subprocess.Popen(

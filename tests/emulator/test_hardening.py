@@ -192,6 +192,7 @@ def test_a_dataset_out_of_creation_order_is_refused() -> None:
         attrs.evolve(dataset, opportunities=dataset.opportunities[::-1])
 
 
+@pytest.mark.slow
 def test_the_served_emulator_prints_no_traceback_for_malformed_http() -> None:
     """``python -m closefunnel.emulator`` (no logging set up): stderr stays empty."""
     proc = subprocess.Popen(

@@ -22,6 +22,7 @@ def _query(pipeline: str) -> cf.FunnelQuery:
     return cf.FunnelQuery(pipeline=pipeline, report_range="this-month")
 
 
+@pytest.mark.slow
 def test_retry_warnings_stay_off_stderr_when_logging_is_not_configured() -> None:
     """A program that never configures logging gets no closefunnel warnings on stderr."""
     script = textwrap.dedent(

@@ -21,6 +21,7 @@ TOTALS = "/api/v1/report/funnel/opportunity/totals/"
 SLACK = 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["slow", "stall"])
 async def test_slow_or_stalled_server_times_out_within_attempts_x_timeout(
     start_emulator: EmulatorFactory,
@@ -45,6 +46,7 @@ async def test_slow_or_stalled_server_times_out_within_attempts_x_timeout(
     assert [entry.path for entry in emu.log] == [TOTALS] * attempts
 
 
+@pytest.mark.slow
 async def test_deadline_stops_a_comparison_against_a_hanging_server(
     start_emulator: EmulatorFactory, make_queries: QueryFactory, assert_quiet: QuietCheck
 ) -> None:
@@ -82,6 +84,7 @@ async def test_outage_is_bounded_by_attempts_per_query(
     assert len(emu.log) == policy.attempts * len(queries)
 
 
+@pytest.mark.slow
 async def test_outage_stops_at_the_deadline_with_backoff(
     start_emulator: EmulatorFactory, make_queries: QueryFactory, assert_quiet: QuietCheck
 ) -> None:
@@ -164,6 +167,7 @@ async def test_one_probe_per_429_pause(
     )
 
 
+@pytest.mark.slow
 async def test_deadline_while_held_by_the_rate_limit_is_a_rate_limit_error(
     start_emulator: EmulatorFactory, make_queries: QueryFactory, assert_quiet: QuietCheck
 ) -> None:

@@ -19,6 +19,8 @@ from closefunnel.emulator import Emulator
 
 from .conftest import RedisServer, distinct_queries, emulator_config, totals_log
 
+pytestmark = pytest.mark.slow  # Redis servers stopped and started
+
 GROUP = "POST report/funnel"
 
 

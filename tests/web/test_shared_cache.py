@@ -189,6 +189,7 @@ async def _until_up(
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow
 async def test_redis_stopped_still_answers_from_the_local_cache_with_one_warning(
     slow_emu: Emulator,
     http: aiohttp.ClientSession,
@@ -218,6 +219,7 @@ async def test_redis_stopped_still_answers_from_the_local_cache_with_one_warning
     assert "Redis is unreachable" in warnings[0].getMessage()
 
 
+@pytest.mark.slow
 async def test_redis_back_after_an_outage_is_shared_again(
     slow_emu: Emulator,
     http: aiohttp.ClientSession,
@@ -333,6 +335,7 @@ async def test_a_dead_winners_lock_expires_and_a_waiter_fetches_itself(
     await raw.aclose()
 
 
+@pytest.mark.slow
 async def test_a_live_winner_slower_than_the_lock_ttl_keeps_its_lock(
     redis_url: str, redis_prefix: str
 ) -> None:
