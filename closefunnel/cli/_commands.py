@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -28,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 import closefunnel.cli._render as _render
-from closefunnel._client import BulkItem
+from closefunnel._client import BulkItem, Client
 from closefunnel._compare import FunnelComparison
 from closefunnel._convert import CONVERTER
 from closefunnel._models import FunnelTotals
@@ -218,42 +218,54 @@ def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
     return ExitStatus.FAILED if failures else ExitStatus.OK
 
 
-def pipelines(ns: argparse.Namespace, console: Console) -> ExitStatus:
-    """The organization's pipelines and their statuses."""
+def _listing(
+    ns: argparse.Namespace,
+    console: Console,
+    fetch: Callable[[Client], Awaitable[list[Any]]],
+    *,
+    csv_rows: Callable[[list[Any]], Any],
+    csv_header: Any,
+    table: Callable[[list[Any]], Any],
+) -> ExitStatus:
+    """A list of the organization's things (pipelines, users) as JSON, CSV or a table."""
     connection = Connection.from_args(ns).with_key()
 
     async def run() -> list[Any]:
         async with open_client(connection) as client:
-            return await client.pipelines()
+            return await fetch(client)
 
     found = asyncio.run(run())
     if ns.format == "json":
         _write_json(console, found)
     elif ns.format == "csv":
-        rows = _render.pipelines_csv_rows(found)
-        console.write(_render.write_csv(rows, header=_render.PIPELINES_CSV_HEADER))
+        console.write(_render.write_csv(csv_rows(found), header=csv_header))
     else:
-        console.show(_render.pipelines_table(found))
+        console.show(table(found))
     return ExitStatus.OK
+
+
+def pipelines(ns: argparse.Namespace, console: Console) -> ExitStatus:
+    """The organization's pipelines and their statuses."""
+    return _listing(
+        ns,
+        console,
+        lambda client: client.pipelines(),
+        csv_rows=_render.pipelines_csv_rows,
+        csv_header=_render.PIPELINES_CSV_HEADER,
+        table=_render.pipelines_table,
+    )
 
 
 def users(ns: argparse.Namespace, console: Console) -> ExitStatus:
     """The organization's users and their ids."""
-    connection = Connection.from_args(ns).with_key()
-
-    async def run() -> list[Any]:
-        async with open_client(connection) as client:
-            return await client.users()
-
-    found = asyncio.run(run())
-    if ns.format == "json":
-        _write_json(console, found)
-    elif ns.format == "csv":
-        rows = _render.users_csv_rows(found)
-        console.write(_render.write_csv(rows, header=_render.USERS_CSV_HEADER))
-    else:
-        console.show(_render.users_table(found))
-    return ExitStatus.OK
+    return _listing(
+        ns,
+        console,
+        lambda client: client.users(),
+        csv_rows=_render.users_csv_rows,
+        csv_header=_render.USERS_CSV_HEADER,
+        table=_render.users_table,
+    )
 
 
 def emulator(ns: argparse.Namespace, console: Console) -> ExitStatus:
