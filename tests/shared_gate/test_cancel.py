@@ -71,6 +71,7 @@ async def test_cancelled_callers_and_aclose_leave_no_lease(
         sync_redis.connection_pool.connection_kwargs["host"],
         int(sync_redis.connection_pool.connection_kwargs["port"]),
     )
+    db = int(sync_redis.connection_pool.connection_kwargs.get("db", 0))
     async with (
         Emulator(emulator_config(latency=0.02, jitter=0.01)) as emu,
         slow_proxy(host, port) as proxy_port,
@@ -80,7 +81,8 @@ async def test_cancelled_callers_and_aclose_leave_no_lease(
         client = cf.Client(
             api_key=emu.api_key,
             base_url=emu.base_url,
-            redis=f"redis://127.0.0.1:{proxy_port}/0",
+            # The session's database, as the fixture chose it (not always 0).
+            redis=f"redis://127.0.0.1:{proxy_port}/{db}",
             redis_prefix=prefix,
             max_concurrency=4,
         )

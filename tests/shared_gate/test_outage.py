@@ -117,8 +117,8 @@ async def test_redis_fallback_fail_raises_and_sends_nothing(
 class _Switch:
     """A loopback TCP proxy to Redis that can be cut off (Redis unreachable, data kept)."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, db: int = 0) -> None:
+        self.host, self.port, self.db = host, port, db
         self.cut = False
         self.writers: set[asyncio.StreamWriter] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -153,7 +153,7 @@ class _Switch:
 
     async def __aenter__(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/{self.db}"
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.server.close()
@@ -176,7 +176,7 @@ async def test_permits_in_flight_through_an_outage_are_given_back_when_redis_ret
 
     caplog.set_level(logging.WARNING, logger="closefunnel")
     kwargs = sync_redis.connection_pool.connection_kwargs
-    switch = _Switch(kwargs["host"], int(kwargs["port"]))
+    switch = _Switch(kwargs["host"], int(kwargs["port"]), int(kwargs.get("db", 0)))
     async with Emulator(emulator_config(latency=0.5)) as emu, switch as url:
         leases = gate_keys(prefix, Credentials.api_key(emu.api_key).key_id, GROUP)[1]
         queries = distinct_queries(emu, 5)
