@@ -93,7 +93,6 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
         "ok": len(done) - len(errors),
         "errors": errors,
         "longest_gap": max(gaps, default=0.0),
-        "marks": [round(m - started, 2) for m in marks],
     }
 
 

@@ -1,7 +1,7 @@
 """
 Run every benchmark, print its table and record it in benchmarks/RESULTS.md.
 
-    python benchmarks/run_all.py [--quick]     (what ``tox -e bench`` runs; ~4-5 minutes)
+    python benchmarks/run_all.py [--quick]     (what ``tox -e bench`` runs; ~8-10 minutes)
 
 Each benchmark runs in its own subprocess with ``--record`` (so one crashing or leaking
 does not skew the next), in this order: decode, compare, rate limit, scale, and the
@@ -27,6 +27,7 @@ FULL: list[tuple[str, list[str]]] = [
     ("bench_ratelimit.py", ["--n", "200"]),
     ("bench_scale.py", ["--n", "10000", "--small", "2000"]),
     ("bench_emulator.py", ["--seconds", "3"]),
+    ("bench_multiprocess.py", ["--n", "200"]),
 ]
 QUICK: list[tuple[str, list[str]]] = [
     ("bench_decode.py", ["--sizes", "100", "1000", "--budget", "0.5"]),
@@ -34,6 +35,7 @@ QUICK: list[tuple[str, list[str]]] = [
     ("bench_ratelimit.py", ["--n", "60", "--only", "closefunnel", "naive-gather"]),
     ("bench_scale.py", ["--n", "1000", "--small", "200"]),
     ("bench_emulator.py", ["--seconds", "1"]),
+    ("bench_multiprocess.py", ["--n", "40", "--procs", "1", "2"]),
 ]
 
 

@@ -84,3 +84,17 @@ def test_results_record(load, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "First" not in text
     assert "cores" in text
     assert "Python" in text
+
+
+@pytest.mark.slow
+async def test_multiprocess(load, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    """Two real worker processes per gate kind share one key: the table is built."""
+    bench = load("bench_multiprocess")
+    rows = [
+        await bench.run_one(mode, 2, n=24, rps=20.0, redis=redis_url) for mode in bench.MODES
+    ]
+    assert [row["gate"] for row in rows] == ["local", "redis", "share"]
+    assert all(row["lost"] == 0 and row["accepted"] == 24 for row in rows)
+    cost = await bench.gate_cost(redis_url, permits=200)
+    assert [row["gate"] for row in cost] == ["local", "redis"]
+    assert all(row["CPU us/request"] > 0 for row in cost)
