@@ -90,9 +90,7 @@ def test_results_record(load, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 async def test_multiprocess(load, redis_url: str) -> None:  # type: ignore[no-untyped-def]
     """Two real worker processes per gate kind share one key: the table is built."""
     bench = load("bench_multiprocess")
-    rows = [
-        await bench.run_one(mode, 2, n=24, rps=20.0, redis=redis_url) for mode in bench.MODES
-    ]
+    rows = [await bench.run_one(mode, 2, n=24, rps=20.0, redis=redis_url) for mode in bench.MODES]
     assert [row["gate"] for row in rows] == ["local", "redis", "share"]
     assert all(row["lost"] == 0 and row["accepted"] == 24 for row in rows)
     cost = await bench.gate_cost(redis_url, permits=200)
