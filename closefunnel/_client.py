@@ -19,11 +19,10 @@ import asyncio
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import aiohttp
-import attrs
 
 from closefunnel._bulk import BulkItem, ProgressCallback, all_or_first_error, stream
 from closefunnel._compare import FunnelComparison, merge_comparison
@@ -34,8 +33,6 @@ from closefunnel._errors import (
     RateLimitedError,
     RequestTimeoutError,
     ResponseDecodeError,
-    ResponseTooLargeError,
-    TransportError,
 )
 from closefunnel._gate import Gate, GateSnapshot, RateLimitGate
 from closefunnel._models import FunnelTotals, Pipeline, User
@@ -46,7 +43,6 @@ from closefunnel._redis_gate import RedisGate, RedisHealth
 from closefunnel._retry import RetryPolicy, call_with_retries
 from closefunnel._sansio import (
     DEFAULT_BASE_URL,
-    ERROR_BODY_LIMIT,
     Format,
     HttpRequest,
     build_get_request,
@@ -56,6 +52,7 @@ from closefunnel._sansio import (
     totals_decoder,
 )
 from closefunnel._singleflight import SingleFlight
+from closefunnel._transport import PoolSnapshot, Response, TrackedConnector, send
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -66,48 +63,10 @@ logger: Final = logging.getLogger("closefunnel")
 
 T = TypeVar("T")
 
-_Response = tuple[int, Mapping[str, str], bytes]
 _PAGE_SIZE: Final = 100  # the most Close returns per page of a list
 _MAX_PAGES: Final = 1_000  # a server that always says has_more is broken, not large
 #: A shared-gate lease outlives the attempt's timeout by this much before it expires.
 _LEASE_MARGIN: Final = 5.0
-
-
-@attrs.frozen(kw_only=True)
-class PoolSnapshot:
-    """
-    A read-only view of the client's connection pool, for monitoring and leak checks.
-
-    Attributes:
-        limit: The most connections open at once (0: no limit).
-        in_use: Connections handed out to requests and not yet given back to the pool.
-        handed_out: Connections handed out since the session was made.
-    """
-
-    limit: int
-    in_use: int
-    handed_out: int
-
-
-class _TrackedConnector(aiohttp.TCPConnector):
-    # aiohttp keeps checked-out connections in private attributes only. This counts them
-    # through public API instead: +1 for each Connection that connect() hands out, -1 when
-    # its release callback runs (Connection.add_callback: called once, by release() or
-    # close()). A connection dropped without either stays counted, as the leak it is.
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.in_use = 0
-        self.handed_out = 0
-
-    async def connect(self, *args: Any, **kwargs: Any) -> aiohttp.connector.Connection:
-        connection = await super().connect(*args, **kwargs)
-        self.in_use += 1
-        self.handed_out += 1
-        connection.add_callback(self._given_back)
-        return connection
-
-    def _given_back(self) -> None:
-        self.in_use -= 1
 
 
 class Client:
@@ -262,7 +221,7 @@ class Client:
         """
         session = self._session
         connector = session.connector if session is not None and self._owns_session else None
-        if not isinstance(connector, _TrackedConnector):
+        if not isinstance(connector, TrackedConnector):
             return None
         return PoolSnapshot(
             limit=connector.limit, in_use=connector.in_use, handed_out=connector.handed_out
@@ -272,7 +231,7 @@ class Client:
         if self._closed:
             raise ClientClosedError("this closefunnel Client is closed; make a new one")
         if self._session is None:
-            connector = _TrackedConnector(limit=4 * self._max_concurrency, limit_per_host=0)
+            connector = TrackedConnector(limit=4 * self._max_concurrency, limit_per_host=0)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
@@ -474,80 +433,13 @@ class Client:
                 f"{what} did not finish within the retry policy's {policy.deadline:g}s deadline"
             ) from exc
 
-    async def _send(self, request: HttpRequest) -> _Response:
-        session = self._ensure_session()
-        started = time.monotonic()
-        what = f"{request.method} {request.path}"
-        # Each branch raises ``from None`` with a description of its own: aiohttp's
-        # errors carry the request info, Authorization header included, and a chained
-        # exception is printed (and sent to Sentry) with everything it holds.
-        try:
-            async with session.request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                data=request.body,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                headers = response.headers
-                body = await self._read(response, what)
-        except TimeoutError:
-            raise RequestTimeoutError(
-                f"{what} took longer than {self._timeout.total:g}s (the per-attempt timeout)"
-            ) from None
-        except aiohttp.ClientPayloadError as exc:
-            raise TransportError(
-                f"{what}: the response body was cut short ({_describe(exc)})"
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"{what} failed: {_describe(exc)}") from None
-        logger.debug(
-            "closefunnel.response: %s %s -> %d in %.3fs",
-            request.method,
-            request.path,
-            status,
-            time.monotonic() - started,
+    async def _send(self, request: HttpRequest) -> Response:
+        return await send(
+            self._ensure_session(),
+            request,
+            attempt_timeout=self._timeout,
+            max_response_bytes=self._max_response_bytes,
         )
-        return status, headers, body
-
-    async def _read(self, response: aiohttp.ClientResponse, what: str) -> bytes:
-        """
-        The body of *response*, read with a cap: ``max_response_bytes`` for a 2xx (past
-        it, :class:`ResponseTooLargeError`), one byte past ``ERROR_BODY_LIMIT`` for any
-        other status (the protocol core keeps that much and says the cut). Either way a
-        body cut short leaves its connection closed, never back in the pool, where the
-        rest of the body would poison the next request.
-        """
-        ok = 200 <= response.status < 300
-        limit = self._max_response_bytes if ok else ERROR_BODY_LIMIT + 1
-        declared = response.content_length
-        if ok and declared is not None and declared > limit:
-            response.close()
-            raise ResponseTooLargeError(
-                f"{what}: the response announces {declared} bytes, more than "
-                f"max_response_bytes={limit}; not read"
-            )
-        chunks: list[bytes] = []
-        size = 0
-        content = response.content
-        while True:
-            chunk = await content.readany()
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limit:
-                response.close()
-                if not ok:
-                    chunks.append(chunk[: limit - (size - len(chunk))])
-                    break
-                raise ResponseTooLargeError(
-                    f"{what}: the response body is longer than max_response_bytes={limit}; "
-                    f"stopped reading after {size} bytes"
-                )
-            chunks.append(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _gate(self, group: str) -> Gate:
         gate = self._gates.get(group)
@@ -576,13 +468,3 @@ def _cancelling() -> bool:
     """Whether the current task is being cancelled (by its own caller)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-def _describe(exc: aiohttp.ClientError) -> str:
-    """
-    A safe one-line account of an aiohttp error: its type and what it says, without the
-    request info (headers) that ``ClientResponseError`` and friends carry.
-    """
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"{type(exc).__name__}: {exc.status}, {exc.message}"
-    return f"{type(exc).__name__}: {exc}"
