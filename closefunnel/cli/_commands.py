@@ -150,23 +150,29 @@ def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
             items: list[BulkItem[Any]] = []
             # The progress display is for people: it lives on stderr and must not take
             # over stdout (rich redirects it by default), or `> file` would get nothing.
-            progress = Progress(
-                SpinnerColumn(),
-                TextColumn("[progress.description]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=err,
-                transient=True,
-                disable=not err.is_terminal,
-                redirect_stdout=False,
-                redirect_stderr=False,
+            # Off a terminal there is no display at all (some rich releases print a
+            # newline even for a disabled one, which a closed pipe turns into noise).
+            progress = (
+                Progress(
+                    SpinnerColumn(),
+                    TextColumn("[progress.description]{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=err,
+                    transient=True,
+                    redirect_stdout=False,
+                    redirect_stderr=False,
+                )
+                if err.is_terminal
+                else None
             )
-            with progress:
-                task = progress.add_task("Fetching reports", total=len(todo))
+            with progress if progress is not None else contextlib.nullcontext():
+                task = progress.add_task("Fetching reports", total=len(todo)) if progress else None
 
                 def advance(done: int, total: int | None) -> None:
-                    progress.update(task, completed=done, total=total)
+                    if progress is not None and task is not None:
+                        progress.update(task, completed=done, total=total)
 
                 stream = (
                     client.compare_many(todo, *compared, on_progress=advance)
