@@ -427,16 +427,16 @@ class _BearerGate:
 class FunnelMetricsModel(pydantic.BaseModel):
     """The ten metrics: money in cents (annualized), durations in seconds, rates 0-1."""
 
-    average_time_to_win: float | None
+    average_time_to_win: int | float | None
     average_value_annualized_per_won_opportunity: int
     count: int
     count_total_complete: int
     count_total_won: int
-    count_win_rate: float
-    sales_velocity: float
+    count_win_rate: int | float
+    sales_velocity: int | float
     value_total_complete: int
     value_total_won: int
-    value_win_rate: float
+    value_win_rate: int | float
 
 
 class UserFunnelMetricsModel(FunnelMetricsModel):
