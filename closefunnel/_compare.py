@@ -8,8 +8,8 @@ two side by side. It is pure: same inputs, same output, no I/O.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -78,7 +78,7 @@ class UserDeltas(MetricDeltas):
     user_id: str
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, slots=False)
 class ComparedPeriod:
     """
     One compared range next to the base report.
@@ -89,12 +89,42 @@ class ComparedPeriod:
         aggregations: Base vs compared for the whole report (None for CSV reports).
         users: Base vs compared per user, outer-joined by ``user_id``: base users in
             base order, then users only in the compared report, in its order.
+
+    A period made by :func:`compare_period` computes ``aggregations`` and ``users`` on
+    first access (ten Delta values per user are most of a merge's cost, and many callers
+    only read the totals or a few users), then keeps them. They are ordinary fields all
+    the same: equality, hashing, repr, ``attrs.evolve``, ``attrs.asdict``, pickling and
+    the converter read them through attribute access, which computes them. That is why
+    this class keeps a ``__dict__``: a missing entry is what "not computed yet" means.
     """
 
     compared: Compared
     totals: FunnelTotals
     aggregations: MetricDeltas | None
     users: tuple[UserDeltas, ...]
+
+    @classmethod
+    def _deferred(cls, base: FunnelTotals, **fields: Any) -> ComparedPeriod:
+        """A period of *fields* whose deltas against *base* are computed when first read."""
+        period = cls(**fields, aggregations=_PENDING, users=_PENDING)
+        state = vars(period)
+        del state["aggregations"], state["users"]
+        state[_BASE] = base
+        return period
+
+    if not TYPE_CHECKING:  # to a type checker, a class with __getattr__ has any attribute
+
+        def __getattr__(self, name: str) -> Any:
+            # Only reached for names not in __dict__: a deferred field, read the first time.
+            compute = _DEFERRED.get(name)
+            state = vars(self)
+            if compute is None or _BASE not in state:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            value = compute(state[_BASE], state["totals"])
+            state[name] = value
+            if "aggregations" in state and "users" in state:
+                del state[_BASE]
+            return value
 
 
 @attrs.frozen(kw_only=True)
@@ -140,17 +170,29 @@ def _user_deltas(
     )
 
 
+def _aggregations(base: FunnelTotals, totals: FunnelTotals) -> MetricDeltas | None:
+    if base.aggregations is None or totals.aggregations is None:
+        return None
+    return MetricDeltas(**_metric_deltas(base.aggregations, totals.aggregations))
+
+
+def _users(base: FunnelTotals, totals: FunnelTotals) -> tuple[UserDeltas, ...]:
+    return _user_deltas(base.data, totals.data)
+
+
+#: The fields a deferred ComparedPeriod computes on first access, and how.
+_DEFERRED: Final[dict[str, Callable[[FunnelTotals, FunnelTotals], Any]]] = {
+    "aggregations": _aggregations,
+    "users": _users,
+}
+#: Where a deferred period keeps the base report until both fields are computed.
+_BASE: Final = "_closefunnel_base"
+_PENDING: Final[Any] = object()
+
+
 def compare_period(base: FunnelTotals, compared: Compared, totals: FunnelTotals) -> ComparedPeriod:
-    """Put one compared report next to *base*."""
-    aggregations = None
-    if base.aggregations is not None and totals.aggregations is not None:
-        aggregations = MetricDeltas(**_metric_deltas(base.aggregations, totals.aggregations))
-    return ComparedPeriod(
-        compared=compared,
-        totals=totals,
-        aggregations=aggregations,
-        users=_user_deltas(base.data, totals.data),
-    )
+    """Put one compared report next to *base* (the deltas are computed when first read)."""
+    return ComparedPeriod._deferred(base, compared=compared, totals=totals)
 
 
 def merge_comparison(
