@@ -63,6 +63,13 @@ _number = (
 _value = _number | st.none() | st.booleans() | st.text(max_size=3) | st.just([]) | st.just({})
 
 
+# A report's resolved range: well formed, null, or wrong in the ways the converter refuses.
+_instant = st.sampled_from(
+    ["2026-11-01T00:00:00Z", "2026-12-01T00:00:00+01:00", "2026-11-01T00:00:00", "soon", 5]
+)
+_range = st.none() | _value | st.fixed_dictionaries({"start": _instant, "end": _instant})
+
+
 def _row(*, user: bool) -> st.SearchStrategy[dict[str, Any]]:
     names = [*METRIC_NAMES, "user_id"] if user else list(METRIC_NAMES)
     good = st.fixed_dictionaries(
@@ -84,7 +91,7 @@ _reports = st.fixed_dictionaries(
         "aggregations": st.none() | _row(user=False),
         "data": st.lists(_row(user=True), max_size=4),
     },
-    optional={"extra": _value},
+    optional={"extra": _value, "range": _range},
 )
 
 
@@ -180,6 +187,15 @@ def test_the_fast_path_is_taken_for_a_normal_report() -> None:
     assert type(fast.aggregations.average_time_to_win) is float
     assert type(fast.data[0].count_win_rate) is float
     assert orjson.loads(fast.to_json()) == orjson.loads(body)
+    ranged = orjson.dumps(
+        orjson.loads(body)
+        | {"range": {"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"}}
+    )
+    fast = _decode_fast(ranged, FunnelTotals)
+    assert fast is not None
+    assert fast == _classic(ranged)
+    assert fast.range is not None
+    assert orjson.loads(fast.to_json()) == orjson.loads(ranged)
 
 
 @pytest.mark.parametrize(
