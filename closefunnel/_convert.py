@@ -40,6 +40,7 @@ __all__ = [
     "fast_structure",
     "make_converter",
     "read_csv_records",
+    "structure_fast",
     "write_csv_records",
 ]
 
@@ -422,6 +423,27 @@ def _decode_fast(body: bytes | str, cls: type[T]) -> T | None:
     return result
 
 
+def structure_fast(data: dict[str, Any], cls: type[T]) -> T | None:
+    """
+    *data* (a report's plain values that closefunnel built itself, such as CSV records)
+    as *cls* through msgspec, or None where the converter must decide (see above).
+    """
+    plan = _wire_plan(cls)
+    if plan is None:
+        return None
+    try:
+        wire = msgspec.convert(data, plan.decoder.type)
+        kwargs: dict[str, Any] = {}
+        for name, type_, generic in plan.fields:
+            value = getattr(wire, name)
+            if value is not msgspec.UNSET:
+                kwargs[name] = CONVERTER.structure(value, type_) if generic else value
+        result: T = cls(**kwargs)
+    except Exception:  # msgspec refused, or a generic field did not fit
+        return None
+    return result
+
+
 def decode_json(body: bytes | str, cls: type[T], *, strict: bool = False) -> T:
     """Parse JSON *body* and structure it into *cls*; see :func:`decode`."""
     if not strict and (fast := _decode_fast(body, cls)) is not None:
@@ -482,18 +504,54 @@ def read_csv_records(
         raise ResponseDecodeError(f"CSV report lacks column(s): {', '.join(missing)}")
     if len(set(header)) != len(header):
         raise ResponseDecodeError("CSV report repeats a column name")
-    kept = [(name, header.index(name)) for name in text_columns]
-    records = []
-    for number, row in enumerate(rows[1:], start=2):
+    body = rows[1:]
+    for number, row in enumerate(body, start=2):
         if len(row) != len(header):
             raise ResponseDecodeError(
                 f"CSV row {number} has {len(row)} cells, the header has {len(header)}"
             )
-        item: dict[str, Any] = dict(zip(header, map(_csv_cell, row), strict=True))
-        for name, position in kept:
-            item[name] = row[position].strip()
-        records.append(item)
-    return records
+    # Column by column: one regex over a whole column decides whether every cell is a
+    # plain number, so the cells are converted by int()/float() in one pass instead of a
+    # regex and a branch per cell; any column that is not that clean goes cell by cell.
+    if not body:
+        return []
+    texts = frozenset(text_columns)
+    converted = [
+        [cell.strip() for cell in cells] if name in texts else _csv_column(cells)
+        for name, cells in zip(header, zip(*body, strict=True), strict=True)
+    ]
+    return [dict(zip(header, values, strict=True)) for values in zip(*converted, strict=True)]
+
+
+_INT_COLUMN: Final = re.compile(r"-?[0-9]{1,18}(?:\n-?[0-9]{1,18})*")
+# Cells that are empty, ints or plain decimals, one per line (no spaces, which strip()
+# would remove, so the cell-by-cell path takes those).
+_NUMBER_COLUMN: Final = re.compile(
+    r"(?:-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)?"
+    r"(?:\n(?:-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)?)*"
+)
+_INFINITIES: Final = (math.inf, -math.inf)
+
+
+def _number_cell(cell: str) -> int | float | None:
+    # Only for cells of a column _NUMBER_COLUMN matched: the int test of _csv_cell, cheaper.
+    if not cell:
+        return None
+    digits = cell[1:] if cell[0] == "-" else cell
+    return int(cell) if len(digits) <= 18 and digits.isdigit() else float(cell)
+
+
+def _csv_column(column: tuple[str, ...]) -> list[Any]:
+    """The cells of one numeric CSV column as :func:`_csv_cell` reads them, faster."""
+    joined = "\n".join(column)
+    if joined.count("\n") == len(column) - 1:  # no cell holds a line break of its own
+        if _INT_COLUMN.fullmatch(joined):
+            return list(map(int, column))
+        if _NUMBER_COLUMN.fullmatch(joined):
+            values = list(map(_number_cell, column))
+            if not any(value in _INFINITIES for value in values if type(value) is float):
+                return values
+    return list(map(_csv_cell, column))
 
 
 def csv_value(value: object) -> str:

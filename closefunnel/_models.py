@@ -23,6 +23,7 @@ from closefunnel._convert import (
     decode_json,
     fast_structure,
     read_csv_records,
+    structure_fast,
     write_csv_records,
 )
 from closefunnel._errors import ResponseDecodeError
@@ -193,7 +194,9 @@ def decode_totals_csv(text: str | bytes, *, strict: bool = False) -> FunnelTotal
             value or a ``user_id`` listed twice.
     """
     data = read_csv_records(text, CSV_COLUMNS, text_columns=("user_id",))
-    totals = decode({"aggregations": None, "data": data}, FunnelTotals, strict=strict)
+    report = {"aggregations": None, "data": data}
+    fast = None if strict else structure_fast(report, FunnelTotals)
+    totals = decode(report, FunnelTotals, strict=strict) if fast is None else fast
     return _unique_users(totals)
 
 
