@@ -34,12 +34,16 @@ from closefunnel._query import DateRange, FunnelQuery
 __all__ = [
     "CONVERTER",
     "STRICT_CONVERTER",
+    "csv_as_json",
+    "csv_records",
     "csv_value",
     "decode",
+    "decode_fast",
     "decode_json",
     "fast_structure",
     "make_converter",
     "read_csv_records",
+    "read_csv_table",
     "structure_fast",
     "write_csv_records",
 ]
@@ -399,7 +403,7 @@ def _wire_plan(cls: type[Any]) -> _WirePlan | None:
     return plan
 
 
-def _decode_fast(body: bytes | str, cls: type[T]) -> T | None:
+def decode_fast(body: bytes | str, cls: type[T]) -> T | None:
     """*body* as *cls* on the msgspec path, or None where the classic path must decide."""
     plan = _wire_plan(cls)
     if plan is None:
@@ -446,7 +450,7 @@ def structure_fast(data: dict[str, Any], cls: type[T]) -> T | None:
 
 def decode_json(body: bytes | str, cls: type[T], *, strict: bool = False) -> T:
     """Parse JSON *body* and structure it into *cls*; see :func:`decode`."""
-    if not strict and (fast := _decode_fast(body, cls)) is not None:
+    if not strict and (fast := decode_fast(body, cls)) is not None:
         return fast
     try:
         data = orjson.loads(body)
@@ -473,15 +477,12 @@ def _csv_cell(cell: str) -> int | float | str | None:
     return cell  # left for the converter to reject (or accept, for user_id)
 
 
-def read_csv_records(
-    text: str | bytes, columns: tuple[str, ...], *, text_columns: tuple[str, ...] = ()
-) -> list[dict[str, Any]]:
+def read_csv_table(
+    text: str | bytes, columns: tuple[str, ...]
+) -> tuple[list[str], list[list[str]]]:
     """
-    The rows of a CSV report as records, for the converter to structure.
-
-    A header row, then one row per record. Columns are matched by name, in any order,
-    and each of *columns* must be there; an empty cell is null, a number a number, and a
-    cell of *text_columns* stays the text it is.
+    A CSV report's header and rows, checked: each of *columns* is there, no column name
+    repeats, every row has a cell per column (blank lines are skipped).
 
     Raises:
         ResponseDecodeError: not decodable text, a missing column or a ragged row.
@@ -510,6 +511,29 @@ def read_csv_records(
             raise ResponseDecodeError(
                 f"CSV row {number} has {len(row)} cells, the header has {len(header)}"
             )
+    return header, body
+
+
+def read_csv_records(
+    text: str | bytes, columns: tuple[str, ...], *, text_columns: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """
+    The rows of a CSV report as records, for the converter to structure.
+
+    A header row, then one row per record. Columns are matched by name, in any order,
+    and each of *columns* must be there; an empty cell is null, a number a number, and a
+    cell of *text_columns* stays the text it is.
+
+    Raises:
+        ResponseDecodeError: not decodable text, a missing column or a ragged row.
+    """
+    return csv_records(*read_csv_table(text, columns), text_columns=text_columns)
+
+
+def csv_records(
+    header: list[str], body: list[list[str]], *, text_columns: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """The checked rows of :func:`read_csv_table` as records (see :func:`read_csv_records`)."""
     # Column by column: one regex over a whole column decides whether every cell is a
     # plain number, so the cells are converted by int()/float() in one pass instead of a
     # regex and a branch per cell; any column that is not that clean goes cell by cell.
@@ -552,6 +576,66 @@ def _csv_column(column: tuple[str, ...]) -> list[Any]:
             if not any(value in _INFINITIES for value in values if type(value) is float):
                 return values
     return list(map(_csv_cell, column))
+
+
+# -- CSV as JSON, for the fast path ----------------------------------------------------------
+#
+# A clean CSV report is turned into the JSON array of its rows by string formatting, a
+# column at a time, and msgspec then reads it like any JSON report (decode_fast): no
+# per-cell Python. A number column qualifies when its cells are made of number characters
+# only (``0-9 . e E + -``), so no cell can add JSON structure; JSON's strict grammar and
+# decode_fast then keep the meaning _csv_cell gives: an empty cell is null; an int of at
+# most 18 digits is that int; a decimal is the correctly rounded float; "007", "1.", ".5",
+# "+5" are not JSON, and a 19+ digit number or an infinite float is refused by
+# decode_fast, so such a report (like one with spaces or a line break in a cell) goes to
+# the cell-by-cell records instead.
+
+_JSON_NUMBER_CHARS: Final = re.compile(r"[0-9.eE+\-\n]*")
+# Text that can sit between JSON quotes as it is (line breaks are the join's own).
+_JSON_UNSAFE_TEXT: Final = re.compile(r'["\\\x00-\x09\x0b-\x1f]')
+
+
+def csv_as_json(
+    header: list[str],
+    body: list[list[str]],
+    columns: tuple[str, ...],
+    *,
+    text_columns: tuple[str, ...] = (),
+) -> bytes | None:
+    """
+    The JSON array of *body*'s rows (the *columns* only, text columns stripped, as
+    :func:`csv_records` reads them), or None where the cell-by-cell reading must decide.
+    """
+    if not body:
+        return b"[]"
+    by_name = dict(zip(header, zip(*body, strict=True), strict=True))
+    parts: list[str] = []
+    cells: list[Any] = []
+    for name in columns:
+        column = by_name[name]
+        if name in text_columns:
+            stripped = [cell.strip() for cell in column]
+            joined = "\n".join(stripped)
+            if joined.count("\n") == len(stripped) - 1 and not _JSON_UNSAFE_TEXT.search(joined):
+                parts.append(f'"{name}":"%s"')
+                cells.append(stripped)
+            else:
+                parts.append(f'"{name}":%s')
+                try:
+                    cells.append([orjson.dumps(cell).decode() for cell in stripped])
+                except orjson.JSONEncodeError:  # a lone surrogate: not UTF-8
+                    return None
+            continue
+        joined = "\n".join(column)
+        if joined.count("\n") != len(column) - 1 or not _JSON_NUMBER_CHARS.fullmatch(joined):
+            return None
+        parts.append(f'"{name}":%s')
+        cells.append([cell or "null" for cell in column] if "" in column else column)
+    template = "{" + ",".join(parts) + "}"
+    try:
+        return ("[" + ",".join([template % row for row in zip(*cells, strict=True)]) + "]").encode()
+    except UnicodeEncodeError:
+        return None
 
 
 def csv_value(value: object) -> str:

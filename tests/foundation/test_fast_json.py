@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from closefunnel import METRIC_NAMES, FunnelTotals, ResponseDecodeError
-from closefunnel._convert import _decode_fast, decode
+from closefunnel._convert import decode, decode_fast
 from closefunnel._models import _unique_users, decode_totals_json
 
 _GOOD_ROW = dict.fromkeys(METRIC_NAMES, 1) | {"average_time_to_win": None, "count_win_rate": 0.5}
@@ -179,7 +179,7 @@ def test_the_fast_path_is_taken_for_a_normal_report() -> None:
             "data": [_GOOD_ROW | {"user_id": "a"}, _GOOD_ROW | {"user_id": "b", "count": 0}],
         }
     )
-    fast = _decode_fast(body, FunnelTotals)
+    fast = decode_fast(body, FunnelTotals)
     assert fast is not None
     assert fast == _classic(body)
     assert fast.aggregations is not None
@@ -191,7 +191,7 @@ def test_the_fast_path_is_taken_for_a_normal_report() -> None:
         orjson.loads(body)
         | {"range": {"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"}}
     )
-    fast = _decode_fast(ranged, FunnelTotals)
+    fast = decode_fast(ranged, FunnelTotals)
     assert fast is not None
     assert fast == _classic(ranged)
     assert fast.range is not None
