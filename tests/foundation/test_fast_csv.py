@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from closefunnel import METRIC_NAMES, FunnelTotals, ResponseDecodeError
-from closefunnel._convert import _csv_cell, decode
+from closefunnel._convert import _csv_cell, csv_as_json, decode, decode_fast, read_csv_table
 from closefunnel._models import CSV_COLUMNS, _unique_users, decode_totals_csv
 
 
@@ -47,6 +47,7 @@ _cell = st.one_of(
     st.floats(allow_nan=False).map(repr),
     st.sampled_from(["", " 5", "5 ", "007", "1.", ".5", "-0", "1e400", "2.0", "1_000", "x"]),
     st.sampled_from(["\u0661", "inf", "nan", "1\n2", "-", "+5", "1E5", "0.1234567890123456789"]),
+    st.sampled_from(["null", "true", "[]", "1}", "1e5", "-0.0", "5e-324", "1.5E+3", "0"]),
 )
 
 
@@ -75,6 +76,10 @@ def test_csv_fast_matches_cell_at_a_time(rows: list[list[str]], ids: list[str]) 
         ["1234567890123456789", "0.5"],
         ["-123456789012345678", "", "1e400"],
         ["123456789012345678", "-0", "2.0"],
+        ["null", "1"],
+        ["1", "1}{"],
+        ["007", "1"],
+        ["1.", ".5"],
     ],
 )
 def test_columns_clean_and_not(column: list[str]) -> None:
@@ -85,3 +90,17 @@ def test_columns_clean_and_not(column: list[str]) -> None:
         # the cell in the number columns, where a value of any type is kept as it is
         writer.writerow([f"u{i}", *(cell if n in _NUMBERS else "1" for n in METRIC_NAMES)])
     assert _outcome(decode_totals_csv, out.getvalue()) == _outcome(_classic, out.getvalue())
+
+
+def test_a_clean_report_takes_the_json_path() -> None:
+    """Equal results prove nothing if every report went cell by cell: clean ones do not."""
+    text = "\r\n".join(
+        [",".join(CSV_COLUMNS), "u1,,1,2,3,4,0.5,1.5e3,6,7,0", "u2,12.5,1,2,3,4,0,-0.0,6,7,1"]
+    )
+    header, body = read_csv_table(text, CSV_COLUMNS)
+    rows = csv_as_json(header, body, CSV_COLUMNS, text_columns=("user_id",))
+    assert rows is not None
+    fast = decode_fast(b'{"aggregations":null,"data":%s}' % rows, FunnelTotals)
+    assert fast is not None
+    assert fast == decode_totals_csv(text) == _classic(text)
+    assert [type(row.count_win_rate) for row in fast.data] == [float, int]
