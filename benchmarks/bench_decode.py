@@ -32,6 +32,7 @@ import io
 import json
 import random
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -194,6 +195,29 @@ def run(
     return rows
 
 
+def memory(users: int) -> list[Row]:
+    """Peak and kept memory (tracemalloc) of one decode of a *users* report, per method."""
+    body = report_bytes(users)
+    rows: list[Row] = []
+    methods: dict[str, Callable[[bytes], object]] = {
+        "json.loads": json.loads,
+        "FunnelTotals.from_json": cf.FunnelTotals.from_json,
+        "classic path (before: orjson + cattrs)": _classic,
+    }
+    for name, method in methods.items():
+        method(body)  # warm up (generated code, caches)
+        gc.collect()
+        tracemalloc.start()
+        result = method(body)
+        kept, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        del result
+        rows.append(
+            {"users": users, "method": name, "peak MiB": peak / 2**20, "kept MiB": kept / 2**20}
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -204,7 +228,9 @@ def main() -> None:
     args = parser.parse_args()
     rows = run(args.sizes, budget=args.budget)
     title = "Decode and merge cost (median per call, interleaved rounds)"
-    text = table(rows)
+    text = (
+        table(rows) + "\nMemory of one decode (tracemalloc):\n\n" + table(memory(max(args.sizes)))
+    )
     print(title)
     print(text)
     if args.record:
