@@ -11,6 +11,7 @@ fractions in ``[0, 1]``. Numbers are kept as Close sent them (``1`` stays ``1``,
 
 from __future__ import annotations
 
+import contextlib
 import operator
 from collections import Counter
 from typing import Final
@@ -21,6 +22,7 @@ from closefunnel._convert import (
     CONVERTER,
     csv_as_json,
     csv_records,
+    csv_text_as_json,
     decode,
     decode_fast,
     decode_json,
@@ -196,6 +198,14 @@ def decode_totals_csv(text: str | bytes, *, strict: bool = False) -> FunnelTotal
         ResponseDecodeError: not decodable text, a missing column, a ragged row, a bad
             value or a ``user_id`` listed twice.
     """
+    if isinstance(text, bytes):
+        with contextlib.suppress(UnicodeDecodeError):  # if not UTF-8, read_csv_table says so
+            text = text.decode("utf-8-sig")
+    if not strict and isinstance(text, str):  # an unquoted clean report, without csv.reader
+        rows = csv_text_as_json(text, CSV_COLUMNS, text_columns=_CSV_TEXT)
+        fast = None if rows is None else decode_fast(_CSV_REPORT % rows, FunnelTotals)
+        if fast is not None:
+            return _unique_users(fast)
     header, body = read_csv_table(text, CSV_COLUMNS)
     if not strict:  # a clean report: as the JSON of its rows, on the msgspec path
         rows = csv_as_json(header, body, CSV_COLUMNS, text_columns=_CSV_TEXT)

@@ -14,7 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from closefunnel import METRIC_NAMES, FunnelTotals, ResponseDecodeError
-from closefunnel._convert import _csv_cell, csv_as_json, decode, decode_fast, read_csv_table
+from closefunnel._convert import (
+    _csv_cell,
+    csv_as_json,
+    csv_text_as_json,
+    decode,
+    decode_fast,
+    read_csv_records,
+    read_csv_table,
+)
 from closefunnel._models import CSV_COLUMNS, _unique_users, decode_totals_csv
 
 
@@ -36,7 +44,7 @@ def _outcome(decoder: Any, text: str) -> Any:
     try:
         totals = decoder(text)
     except ResponseDecodeError as exc:
-        return ("error", exc.messages)
+        return ("error", str(exc), exc.messages)
     types = [[type(getattr(row, name)) for name in METRIC_NAMES] for row in totals.data]
     return ("ok", totals, types)
 
@@ -104,3 +112,52 @@ def test_a_clean_report_takes_the_json_path() -> None:
     assert fast is not None
     assert fast == decode_totals_csv(text) == _classic(text)
     assert [type(row.count_win_rate) for row in fast.data] == [float, int]
+
+
+def _records_path(text: str | bytes) -> FunnelTotals:
+    """The csv.reader path, which also words every refusal of a malformed text."""
+    records = read_csv_records(text, CSV_COLUMNS, text_columns=("user_id",))
+    return _unique_users(decode({"aggregations": None, "data": records}, FunnelTotals))
+
+
+_HEAD = ",".join(CSV_COLUMNS)
+_ROW = "u1,,1,2,3,4,0.5,1.5e3,6,7,0"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"{_HEAD}\r\n{_ROW}\r\n",
+        f"{_HEAD}\n{_ROW}\n\n\nu2{_ROW[2:]}",
+        f"\ufeff{_HEAD}\r\n{_ROW}",
+        f" {_HEAD.replace(',', ' , ')} \r\n{_ROW}",
+        f"{_HEAD}\r{_ROW}",
+        f"{_HEAD}\r\n{_ROW}\x00",
+        f"{_HEAD}\r\n{_ROW},",
+        f"{_HEAD}\r\n{_ROW}\r\nu2,1",
+        f"{_HEAD},count\r\n{_ROW},1",
+        f"{_HEAD},extra\r\n{_ROW},x",
+        _HEAD.replace("count,", ""),
+        _HEAD,
+        "",
+        "\r\n\r\n",
+        f"{_HEAD}\r\n{_ROW}\r\n{_ROW}",
+        f"{_HEAD}\r\n {_ROW} ",
+        f"{_HEAD}\r\nu\\1{_ROW[2:]}",
+        f"{_HEAD}\r\nu\t1{_ROW[2:]}",
+        f"{_HEAD}\r\n\ud800{_ROW[2:]}",
+        f"{_HEAD}\r\nu1,null,1,2,3,4,0.5,1.5e3,6,7,0",
+    ],
+)
+def test_unquoted_texts_decode_as_csv_reader_reads_them(text: str) -> None:
+    assert _outcome(decode_totals_csv, text) == _outcome(_records_path, text)
+    if "\ud800" not in text:
+        encoded = text.encode()
+        assert _outcome(decode_totals_csv, encoded) == _outcome(_records_path, encoded)
+
+
+def test_an_unquoted_report_skips_csv_reader() -> None:
+    text = f"{_HEAD}\r\n{_ROW}\r\nu2{_ROW[2:]}\r\n"
+    rows = csv_text_as_json(text, CSV_COLUMNS, text_columns=("user_id",))
+    assert rows is not None
+    assert decode_fast(b'{"aggregations":null,"data":%s}' % rows, FunnelTotals) == _classic(text)
