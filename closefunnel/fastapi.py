@@ -52,7 +52,6 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
 
 import hmac
 import math
-import os
 import re
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -74,7 +73,7 @@ from closefunnel._errors import (
 from closefunnel._models import FunnelTotals, Pipeline
 from closefunnel._query import FunnelQuery, parse_compared, parse_range, validate_compared
 from closefunnel._redis_cache import SharedCache, check_prefix, check_redis, redis_connection
-from closefunnel._vocabulary import API_KEY_ENV, RELATIVE_RANGES, SAME_DAYS_RANGES
+from closefunnel._vocabulary import RELATIVE_RANGES, SAME_DAYS_RANGES
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -164,12 +163,9 @@ class FunnelService:
 def _default_factory(
     redis: str | redis.asyncio.Redis | None = None, redis_prefix: str = "closefunnel"
 ) -> Client:
-    key = os.environ.get(API_KEY_ENV, "").strip()
-    if not key:
-        raise RuntimeError(
-            f"closefunnel.fastapi: set {API_KEY_ENV} or pass client_factory= to client_lifespan()"
-        )
-    return Client(api_key=key, redis=redis, redis_prefix=redis_prefix)
+    # Client() reads CLOSE_API_KEY and CLOSE_BASE_URL itself, and says so when the key is
+    # missing: one reader for the library, the CLI and the app.
+    return Client(redis=redis, redis_prefix=redis_prefix)
 
 
 def client_lifespan(
@@ -184,8 +180,9 @@ def client_lifespan(
     A FastAPI ``lifespan`` that opens one :class:`Client` at startup and closes it at shutdown.
 
     Args:
-        client_factory: Makes the client (default: ``Client(api_key=$CLOSE_API_KEY)``,
-            sharing its rate-limit gate through *redis* when given).
+        client_factory: Makes the client (default: ``Client()``, which reads
+            ``CLOSE_API_KEY`` and ``CLOSE_BASE_URL``, sharing its rate-limit gate through
+            *redis* when given).
         cache_ttl: Seconds to serve identical router requests from memory; None (the
             default) turns the cache off, so library users get fresh data unless they
             ask otherwise.

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from fastapi import Depends, FastAPI
 
 import closefunnel as cf
@@ -236,3 +237,24 @@ async def test_lifespan_and_dependency_in_a_users_own_app(
     assert len(seen) == 2
     assert seen[0] is seen[1]  # one client for the app
     assert "closed" in repr(seen[0])
+
+
+async def test_the_default_client_reads_the_environment(
+    emu: Emulator,
+    http: aiohttp.ClientSession,
+    serve_app: Callable[[Any], AbstractAsyncContextManager[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """client_lifespan() without a factory makes ``Client()``: CLOSE_API_KEY and
+    CLOSE_BASE_URL configure it; with no key the app refuses to start, saying which."""
+    app = FastAPI(lifespan=client_lifespan())
+    app.include_router(router)
+    with pytest.raises(cf.InvalidQueryError, match="set CLOSE_API_KEY"):
+        async with client_lifespan()(app):
+            pass
+    monkeypatch.setenv("CLOSE_API_KEY", emu.api_key)
+    monkeypatch.setenv("CLOSE_BASE_URL", emu.base_url)
+    async with serve_app(app) as url:
+        status, pipelines, _ = await _get(http, f"{url}/pipelines")
+    assert status == 200
+    assert [p["id"] for p in pipelines] == [p.id for p in emu.dataset.pipelines]
