@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import closefunnel as cf
@@ -30,7 +32,11 @@ async def test_explicit_arguments_win_over_the_environment(
     monkeypatch.setenv("CLOSE_API_KEY", demo_emulator.api_key.partition(".")[0] + ".wrongwrong")
     dead = f"http://127.0.0.1:{free_port()}/api/v1/"
     monkeypatch.setenv("CLOSE_BASE_URL", dead)
-    for credential in ({"api_key": demo_emulator.api_key}, {"token": demo_emulator.token}):
+    credentials: list[dict[str, Any]] = [
+        {"api_key": demo_emulator.api_key},
+        {"token": demo_emulator.token},
+    ]
+    for credential in credentials:
         async with cf.Client(base_url=demo_emulator.base_url, **credential) as client:
             await client.users()
     assert [entry.status for entry in demo_emulator.log] == [200, 200]
