@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import inspect
 import itertools
+import os
 import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
@@ -143,6 +144,7 @@ class _LoopThread:
 
     def __init__(self, name: str) -> None:
         self._loop = asyncio.new_event_loop()
+        self._pid = os.getpid()
         # Held while a call is handed over and while shutting down, so no call is handed
         # to a loop that is stopping (it would never start, and its caller never wake).
         self._lock = threading.Lock()
@@ -162,6 +164,11 @@ class _LoopThread:
         """Whether calls are still taken."""
         return self._open
 
+    def forked(self) -> bool:
+        """Whether this is a child process forked after the loop started: the thread did
+        not come along, so a call would wait forever (and the lock may be held for good)."""
+        return os.getpid() != self._pid
+
     @property
     def thread(self) -> threading.Thread:
         """The thread running the loop."""
@@ -172,7 +179,13 @@ class _LoopThread:
         return threading.get_ident() == self._thread.ident
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> _Call[T]:
-        """Start *coro* on the loop; ClientClosedError once shut down."""
+        """Start *coro* on the loop; ClientClosedError once shut down (or in a fork)."""
+        if self.forked():
+            coro.close()
+            raise ClientClosedError(
+                "this closefunnel SyncClient was made in the parent process: its loop thread "
+                "does not survive a fork; make one in each process"
+            )
         with self._lock:
             if not self._open:
                 coro.close()
@@ -182,8 +195,12 @@ class _LoopThread:
     def shutdown(self, final: Coroutine[Any, Any, None], *, wait: bool) -> None:
         """
         Take no more calls, run *final*, cancel every task left, stop the loop; with
-        *wait*, until the thread has ended. Does nothing (but close *final*) the second time.
+        *wait*, until the thread has ended. Does nothing (but close *final*) the second time,
+        or in a forked child (the parent's client is the parent's to close).
         """
+        if self.forked():
+            final.close()
+            return
         with self._lock:
             if not self._open:
                 final.close()
@@ -264,7 +281,7 @@ class SyncClient:
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         runner: _LoopThread | None = getattr(self, "_runner", None)
-        if runner is None or not runner.open:
+        if runner is None or not runner.open or runner.forked():
             return
         _warn(
             f"unclosed {self!r}: use 'with SyncClient(...)' or 'client.close()'",

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import inspect
 import itertools
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import traceback
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -448,3 +450,36 @@ def test_ctrl_c_in_a_script_cancels_the_call_and_exits(handling: str, tmp_path: 
         assert "closed" not in out
         assert err.rstrip().endswith("KeyboardInterrupt")
         assert f'File "{script}", line 16, in <module>\n    client.users()' in err
+
+
+def _call_in_a_fork(client: cf.SyncClient, answer: Connection) -> None:
+    try:
+        client.users()
+    except cf.ClientClosedError as exc:
+        answer.send(str(exc))
+    else:
+        answer.send("no error")
+    client.close()  # the parent's: nothing to do here, and no warning when collected
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_gets_an_error_instead_of_waiting_forever(emu: Emulator) -> None:
+    """The loop thread does not survive fork(): a call in the child is refused at once,
+    and the parent's client goes on working."""
+    with _sync(emu) as client:
+        assert client.users()
+        ours, theirs = multiprocessing.get_context("fork").Pipe()
+        child = multiprocessing.get_context("fork").Process(
+            target=_call_in_a_fork, args=(client, theirs)
+        )
+        child.start()
+        try:
+            assert ours.poll(30), "the child's call did not return"
+            assert "does not survive a fork" in ours.recv()
+            child.join(30)
+            assert child.exitcode == 0
+        finally:
+            if child.is_alive():
+                child.kill()
+                child.join()
+        assert client.users()
