@@ -71,10 +71,11 @@ from closefunnel._errors import (
     NotFoundError,
     RateLimitedError,
 )
-from closefunnel._models import FunnelTotals, Pipeline
+from closefunnel._models import FunnelTotals, Pipeline, User
 from closefunnel._query import FunnelQuery, parse_compared, parse_range, validate_compared
 from closefunnel._redis_cache import SharedCache, check_prefix, check_redis, redis_connection
 from closefunnel._vocabulary import API_KEY_ENV, RELATIVE_RANGES, SAME_DAYS_RANGES
+from closefunnel._web import add_dashboard, add_offline_docs, funnel_csv_response, open_paths
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -143,6 +144,11 @@ class FunnelService:
         result: list[Pipeline] = await self._cached(
             ("pipelines",), self.client.pipelines, list[Pipeline]
         )
+        return result
+
+    async def users(self) -> list[User]:
+        """Every user of the organization, for showing names next to ids."""
+        result: list[User] = await self._cached(("users",), self.client.users, list[User])
         return result
 
     async def funnel(
@@ -521,6 +527,22 @@ class PipelineModel(pydantic.BaseModel):
     statuses: list[PipelineStatusModel]
 
 
+class UserModel(pydantic.BaseModel):
+    """A user of the organization, for showing names next to ``user_id``s."""
+
+    id: str
+    name: str = pydantic.Field(
+        description="What to show: first and last name, else the email, else the id"
+    )
+    first_name: str
+    last_name: str
+    email: str | None
+
+
+class UserList(pydantic.RootModel[list[UserModel]]):
+    """Every user of the organization."""
+
+
 class FunnelResponse(pydantic.RootModel[FunnelComparisonModel | FunnelTotalsModel]):
     """The comparison when ``compare`` is given, else the base report's totals."""
 
@@ -671,16 +693,8 @@ def make_router(
         except CloseFunnelError as exc:
             return error_response(exc)
 
-    @api.get(
-        "/funnel/{pipeline_id}",
-        response_model=FunnelResponse,
-        responses=_ERRORS,
-        summary="A funnel totals report, or a comparison",
-        dependencies=dependencies,
-    )
-    async def funnel(
+    async def funnel_request(
         request: Request,
-        service: Service,
         pipeline_id: Annotated[
             str,
             Path(
@@ -737,11 +751,9 @@ def make_router(
                 examples=[2],
             ),
         ] = None,
-    ) -> Response:
-        """
-        The base report and each compared report, fetched concurrently and merged (the
-        totals alone when no ``compare`` is given). Money is in cents, durations in seconds.
-        """
+    ) -> tuple[FunnelQuery, tuple[Any, ...]] | Response:
+        # The parameters of both funnel routes; a refusal comes back as the response, so
+        # the router answers in ErrorBody shape even without add_exception_handlers.
         try:
             _unknown_parameters(request, _FUNNEL_PARAMETERS)
             _check_count("compare", len(compare), max_compared)
@@ -749,7 +761,7 @@ def make_router(
             # To the minute: a float just inside the bounds must not round to a zone
             # Python refuses (schemathesis found -23.99999999999 giving a 500).
             zone = None if tz_offset is None else timezone(timedelta(minutes=round(tz_offset * 60)))
-            query, compared = _funnel_query(
+            return _funnel_query(
                 pipeline_id,
                 report_range,
                 compare,
@@ -759,11 +771,86 @@ def make_router(
                 saved_search,
                 zone,
             )
-            return _json(await service.funnel(query, compared))
         except CloseFunnelError as exc:
             return error_response(exc)
 
+    # A default, not an annotation, for the same reason as the caps above.
+    parsed_request: Any = Depends(funnel_request)
+
+    @api.get(
+        "/users",
+        response_model=UserList,
+        responses={code: _ERRORS[code] for code in (401, 422, 502, 503)},
+        summary="The organization's users",
+        dependencies=dependencies,
+    )
+    async def list_users(request: Request, service: Service) -> Response:
+        """Every user with the name to show, for putting names next to ``user_id``s."""
+        try:
+            _unknown_parameters(request, frozenset())
+            return _json([_user_json(user) for user in await service.users()])
+        except CloseFunnelError as exc:
+            return error_response(exc)
+
+    @api.get(
+        "/funnel/{pipeline_id}",
+        response_model=FunnelResponse,
+        responses=_ERRORS,
+        summary="A funnel totals report, or a comparison",
+        dependencies=dependencies,
+    )
+    async def funnel(service: Service, parsed: Any = parsed_request) -> Response:
+        """
+        The base report and each compared report, fetched concurrently and merged (the
+        totals alone when no ``compare`` is given). Money is in cents, durations in seconds.
+        """
+        if isinstance(parsed, Response):
+            return parsed
+        try:
+            return _json(await service.funnel(*parsed))
+        except CloseFunnelError as exc:
+            return error_response(exc)
+
+    @api.get(
+        "/funnel/{pipeline_id}/users.csv",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+                "description": "One row per user and period, as ``closefunnel totals "
+                "--format csv`` writes it",
+            },
+            **_ERRORS,
+        },
+        summary="The per-user table of a report or comparison, as CSV",
+        dependencies=dependencies,
+    )
+    async def funnel_csv(service: Service, parsed: Any = parsed_request) -> Response:
+        """
+        The same report as ``/funnel/{pipeline_id}`` with the same parameters, as the
+        command line's CSV: the base period's users, then each compared period's, in
+        Close's units (cents, seconds, fractions), text cells safe for spreadsheets.
+        """
+        if isinstance(parsed, Response):
+            return parsed
+        try:
+            query, compared = parsed
+            return funnel_csv_response(query, await service.funnel(query, compared))
+        except CloseFunnelError as exc:
+            return error_response(exc)
+
+    add_dashboard(api, max_compared=max_compared)
     return api
+
+
+def _user_json(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "email": user.email,
+    }
 
 
 def _funnel_query(
@@ -862,9 +949,15 @@ def create_app(
         lifespan=client_lifespan(
             client_factory, cache_ttl=cache_ttl, redis=redis, redis_prefix=redis_prefix
         ),
+        docs_url=None,  # served offline below
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.include_router(make_router(max_compared=max_compared, max_users=max_users), prefix=prefix)
     add_exception_handlers(app)
     if token is not None:
-        app.add_middleware(_BearerGate, token=token, open_paths=frozenset({f"{prefix}/health"}))
+        # The dashboard's page and assets stay open: they carry no data, and the page
+        # asks for the token (see closefunnel._web._dashboard).
+        unguarded = frozenset({f"{prefix}/health", *open_paths(prefix)})
+        app.add_middleware(_BearerGate, token=token, open_paths=unguarded)
     return app
