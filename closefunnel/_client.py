@@ -20,6 +20,7 @@ import logging
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import aiohttp
@@ -37,7 +38,8 @@ from closefunnel._errors import (
 from closefunnel._gate import Gate, GateSnapshot, RateLimitGate
 from closefunnel._models import FunnelTotals, Pipeline, User
 from closefunnel._options import DEFAULT_MAX_RESPONSE_BYTES, ClientOptions, RedisFallback
-from closefunnel._query import Compared, FunnelQuery, validate_compared
+from closefunnel._periods import PeriodResolver
+from closefunnel._query import Compared, DateRange, FunnelQuery, validate_compared
 from closefunnel._redact import redact_error
 from closefunnel._redis_gate import RedisGate, RedisHealth
 from closefunnel._retry import RetryPolicy, call_with_retries
@@ -91,6 +93,10 @@ class Client:
             retried). Error bodies are read and kept up to 64 KiB, the cut said.
         allow_insecure_http: Allow a plain ``http://`` *base_url* to a host other than
             this machine (refused by default: the key would travel in clear text).
+        clock: Returns the current time (an aware datetime); relative ranges
+            (``this-month``) and same-days shifts are resolved on it into the absolute
+            ranges results carry (``FunnelTotals.range``, ``FunnelComparison.base_range``).
+            Default: the system clock. Tests point it at the emulator's ``now``.
 
     Raises:
         InvalidQueryError: an option is invalid, naming the field and the rule.
@@ -121,6 +127,7 @@ class Client:
         redis: str | redis.asyncio.Redis | None = None,
         redis_fallback: RedisFallback = "local",
         redis_prefix: str = "closefunnel",
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         options = ClientOptions(
             api_key=api_key,
@@ -136,6 +143,7 @@ class Client:
             redis=redis,
             redis_fallback=redis_fallback,
             redis_prefix=redis_prefix,
+            clock=clock,
         )
         self._options = options
         self._credentials = options.credentials()
@@ -152,6 +160,9 @@ class Client:
         self._redis_health = RedisHealth()
         self._gates: dict[str, Gate] = {}
         self._flights: SingleFlight[tuple[Any, ...], Any] = SingleFlight()
+        self._periods = PeriodResolver(
+            clock=options.clock or _system_clock, tz_offset=options.tz_offset
+        )
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -251,7 +262,7 @@ class Client:
             CloseFunnelError: the typed error Close's answer means, after retries.
         """
         request = self._totals_request(query, None, format)
-        return await self._fetch_totals(request, format)
+        return await self._fetch_totals(request, format, self._periods.period(query, None))
 
     async def compare_totals(
         self, query: FunnelQuery, *compared: Compared, format: Format = "json"
@@ -272,11 +283,16 @@ class Client:
             )
         requests = [self._totals_request(query, None, format)]
         # Each range is checked here: None would otherwise build the base request again.
-        requests += [
-            self._totals_request(query, validate_compared(query, rng), format) for rng in compared
-        ]
+        checked = [validate_compared(query, rng) for rng in compared]
+        requests += [self._totals_request(query, rng, format) for rng in checked]
+        # Resolved once, when the requests go out, so every period is of the same moment.
+        periods = [self._periods.period(query, None)]
+        periods += [self._periods.period(query, rng) for rng in checked]
         reports = await all_or_first_error(
-            [self._fetch_totals(request, format) for request in requests]
+            [
+                self._fetch_totals(request, format, period)
+                for request, period in zip(requests, periods, strict=True)
+            ]
         )
         return merge_comparison(reports[0], zip(compared, reports[1:], strict=True))
 
@@ -346,8 +362,13 @@ class Client:
             tz_offset=self._tz_offset,
         )
 
-    async def _fetch_totals(self, request: HttpRequest, format: Format) -> FunnelTotals:
-        return await self._shared(request, totals_decoder(format))
+    async def _fetch_totals(
+        self, request: HttpRequest, format: Format, period: DateRange
+    ) -> FunnelTotals:
+        # The range goes on in the shared call: callers sharing one request share one
+        # report, as Close resolved it once for them all.
+        decode = totals_decoder(format)
+        return await self._shared(request, lambda body: _with_range(decode(body), period))
 
     async def _list(self, path: str, cls: type[T]) -> list[T]:
         # Close pages lists (``_skip``/``_limit``, ``has_more``): follow every page, so a
@@ -462,6 +483,15 @@ class Client:
                 )
             self._gates[group] = gate
         return gate
+
+
+def _system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def _with_range(totals: FunnelTotals, period: DateRange) -> FunnelTotals:
+    """*totals* saying which range it covered (the body Close sent does not)."""
+    return FunnelTotals(aggregations=totals.aggregations, data=totals.data, range=period)
 
 
 def _cancelling() -> bool:

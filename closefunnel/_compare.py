@@ -14,7 +14,7 @@ from typing import Final
 import attrs
 
 from closefunnel._models import FunnelMetrics, FunnelTotals, UserFunnelMetrics
-from closefunnel._query import Compared
+from closefunnel._query import Compared, DateRange
 from closefunnel._vocabulary import METRIC_NAMES
 
 __all__ = [
@@ -96,6 +96,16 @@ class ComparedPeriod:
     aggregations: MetricDeltas | None
     users: tuple[UserDeltas, ...]
 
+    @property
+    def compared_range(self) -> DateRange | None:
+        """
+        The absolute ``[start, end)`` range the compared report covered (``"last-month"``
+        resolved as Close resolved it): the compared report's own ``range``, so it is
+        stored once. None only for reports that did not record it (decoded from a body
+        without it, or built by hand); the client always sets it.
+        """
+        return self.totals.range
+
 
 @attrs.frozen(kw_only=True)
 class FunnelComparison:
@@ -103,6 +113,14 @@ class FunnelComparison:
 
     base: FunnelTotals
     comparisons: tuple[ComparedPeriod, ...]
+
+    @property
+    def base_range(self) -> DateRange | None:
+        """
+        The absolute ``[start, end)`` range of the base report (``base.range``); None
+        only for a base report that did not record it. The client always sets it.
+        """
+        return self.base.range
 
 
 _METRICS: Final = operator.attrgetter(*METRIC_NAMES)

@@ -205,16 +205,19 @@ def _fast_report_factory(*, strict: bool) -> Callable[[Any, Any], Callable[[Any,
     def factory(cls: Any, conv: Any) -> Callable[[Any, Any], Any]:
         slow: Callable[[Any, Any], Any] = conv.gen_structure_attrs_fromdict(cls)
         plan: list[tuple[str, bool, Callable[[Any], Any]]] = []
+        extras: list[tuple[str, Any]] = []
         for field in attrs.fields(attrs.resolve_types(cls)):
             args = get_args(field.type)
-            if get_origin(field.type) is tuple and len(args) == 2 and args[1] is Ellipsis:
+            if field.default is not attrs.NOTHING:  # optional, not a row (a report's range)
+                extras.append((field.name, field.type))
+            elif get_origin(field.type) is tuple and len(args) == 2 and args[1] is Ellipsis:
                 plan.append((field.name, True, _fast_row_structure(args[0], strict=strict)))
             elif len(args) == 2 and type(None) in args:
                 row = args[0] if args[1] is type(None) else args[1]
                 plan.append((field.name, False, _fast_row_structure(row, strict=strict)))
             else:  # not a report's shape: no fast path for it
                 return slow
-        names = frozenset(name for name, _, _ in plan)
+        names = frozenset(name for name, _, _ in plan) | {name for name, _ in extras}
 
         def structure(value: Any, cl: Any) -> Any:
             if type(value) is dict and (not strict or value.keys() <= names):
@@ -228,6 +231,10 @@ def _fast_report_factory(*, strict: bool) -> Callable[[Any, Any], Callable[[Any,
                             kwargs[name] = tuple([row(entry) for entry in item])
                         else:
                             kwargs[name] = None if item is None else row(item)
+                    for name, type_ in extras:
+                        item = value.get(name)
+                        if item is not None:
+                            kwargs[name] = conv.structure(item, type_)
                     return cls(**kwargs)
                 except (_Mismatch, KeyError):
                     pass

@@ -25,6 +25,7 @@ from closefunnel._convert import (
     write_csv_records,
 )
 from closefunnel._errors import ResponseDecodeError
+from closefunnel._query import DateRange
 from closefunnel._vocabulary import METRIC_NAMES
 
 __all__ = [
@@ -86,11 +87,19 @@ class FunnelTotals:
     """
     One funnel "totals" report.
 
-    ``aggregations`` is None for a CSV report, which Close sends per user only.
+    Attributes:
+        aggregations: The whole report's metrics; None for a CSV report, which Close
+            sends per user only.
+        data: One row per user.
+        range: The absolute ``[start, end)`` range the report covered (the report range
+            of an active-stage-cohort report, the cohort range of a created-cohort one),
+            resolved as Close resolves it when the client sent the request. Close does
+            not send it: None for a report decoded from a body that did not record it.
     """
 
     aggregations: FunnelMetrics | None
     data: tuple[UserFunnelMetrics, ...]
+    range: DateRange | None = None
 
     @classmethod
     def from_json(cls, body: bytes | str) -> FunnelTotals:
@@ -113,12 +122,28 @@ class FunnelTotals:
         return decode_totals_csv(text)
 
     def to_json(self) -> str:
-        """Encode the report as Close's JSON (``aggregations`` is null for a CSV report)."""
+        """
+        Encode the report as Close's JSON (``aggregations`` is null for a CSV report),
+        plus ``"range"`` when the report knows it, so :meth:`from_json` gets it back.
+        """
         return CONVERTER.dumps(self).decode()
 
     def to_csv(self) -> str:
         """Encode the per-user rows as the CSV Close sends for ``Accept: text/csv``."""
         return encode_totals_csv(self)
+
+
+def _unstructure_totals(totals: FunnelTotals) -> dict[str, object]:
+    # Close's own JSON has no "range": leave it out when unknown, so a report Close sent
+    # encodes back to exactly what it sent.
+    body = _TOTALS_FIELDS(totals)
+    if totals.range is None:
+        del body["range"]
+    return body
+
+
+_TOTALS_FIELDS: Final = CONVERTER.gen_unstructure_attrs_fromdict(FunnelTotals)
+CONVERTER.register_unstructure_hook(FunnelTotals, _unstructure_totals)
 
 
 #: The columns of a per-user CSV report, in the order closefunnel writes them.

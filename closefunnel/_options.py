@@ -9,6 +9,8 @@ field here (with its validator) plus its keyword in ``Client.__init__``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
 
@@ -90,6 +92,16 @@ def _instance_of(cls: type, what: str) -> Any:
             )
 
     return check
+
+
+def _callable(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not callable(value):
+        raise InvalidQueryError(
+            f"{attribute.name} must be a callable returning an aware datetime, "
+            f"got {type(value).__name__}",
+            field=attribute.name,
+            rule="type",
+        )
 
 
 def _flag(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -177,6 +189,7 @@ class ClientOptions:
     )
     redis_fallback: RedisFallback = attrs.field(default="local", validator=_choice("local", "fail"))
     redis_prefix: str = attrs.field(default="closefunnel", validator=_prefix)
+    clock: Callable[[], datetime] | None = attrs.field(default=None, validator=_callable)
 
     def credentials(self) -> Credentials:
         """How requests authenticate."""

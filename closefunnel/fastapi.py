@@ -451,18 +451,23 @@ class UserFunnelMetricsModel(FunnelMetricsModel):
     user_id: str
 
 
-class FunnelTotalsModel(pydantic.BaseModel):
-    """One report, as Close sends it."""
-
-    aggregations: FunnelMetricsModel | None
-    data: list[UserFunnelMetricsModel]
-
-
 class DateRangeModel(pydantic.BaseModel):
     """A half-open ``[start, end)`` range in ISO 8601."""
 
     start: str
     end: str
+
+
+class FunnelTotalsModel(pydantic.BaseModel):
+    """One report, as Close sends it."""
+
+    aggregations: FunnelMetricsModel | None
+    data: list[UserFunnelMetricsModel]
+    range: DateRangeModel | None = pydantic.Field(
+        default=None,
+        description="The absolute [start, end) range the report covered, resolved as Close "
+        "resolves relative and same-days ranges (not part of Close's own answer)",
+    )
 
 
 class DeltaModel(pydantic.BaseModel):

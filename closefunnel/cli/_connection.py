@@ -212,9 +212,11 @@ async def client_factory(connection: Connection) -> AsyncIterator[Callable[[], C
     """
     async with contextlib.AsyncExitStack() as stack:
         api_key, base_url = connection.api_key, connection.base_url
+        clock: Callable[[], datetime] | None = None  # the system clock
         if connection.emulator:
             emu = await stack.enter_async_context(start_emulator(connection.now))
             api_key, base_url = emu.api_key, emu.base_url
+            clock = emu.now  # relative ranges resolve on the emulator's (maybe --now) clock
         if api_key is None:
             raise UsageError("no API key was read (Connection.with_key)")
 
@@ -225,6 +227,7 @@ async def client_factory(connection: Connection) -> AsyncIterator[Callable[[], C
                 tz_offset=connection.tz_offset,
                 max_concurrency=connection.max_concurrency,
                 redis=connection.redis,
+                clock=clock,
             )
 
         yield make_client

@@ -80,7 +80,10 @@ def demo(ns: argparse.Namespace, console: Console) -> ExitStatus:
     async def run() -> tuple[list[BulkItem[FunnelComparison]], dict[str, str], dict[str, str], int]:
         async with start_emulator(now) as emu:
             async with Client(
-                api_key=emu.api_key, base_url=emu.base_url, tz_offset=zone_hours(zone)
+                api_key=emu.api_key,
+                base_url=emu.base_url,
+                tz_offset=zone_hours(zone),
+                clock=emu.now,
             ) as client:
                 user_names, pipeline_names = await names(client)
                 if not pipeline_names:
