@@ -504,6 +504,11 @@ class ComparedPeriodModel(pydantic.BaseModel):
     """One compared range: its report and the deltas against the base."""
 
     compared: str | DateRangeModel
+    compared_range: DateRangeModel | None = pydantic.Field(
+        default=None,
+        description="The absolute [start, end) range the compared report covered "
+        "(``compared`` resolved as Close resolves it; the same as ``totals.range``)",
+    )
     totals: FunnelTotalsModel
     aggregations: MetricDeltasModel | None
     users: list[UserDeltasModel]
@@ -513,6 +518,11 @@ class FunnelComparisonModel(pydantic.BaseModel):
     """The base report and each compared period, in the order asked."""
 
     base: FunnelTotalsModel
+    base_range: DateRangeModel | None = pydantic.Field(
+        default=None,
+        description="The absolute [start, end) range of the base report (the same as "
+        "``base.range``)",
+    )
     comparisons: list[ComparedPeriodModel]
 
 
@@ -812,7 +822,7 @@ def make_router(
         if isinstance(parsed, Response):
             return parsed
         try:
-            return _json(await service.funnel(*parsed))
+            return _json(_funnel_json(await service.funnel(*parsed)))
         except CloseFunnelError as exc:
             return error_response(exc)
 
@@ -846,6 +856,18 @@ def make_router(
 
     add_dashboard(api, max_compared=max_compared)
     return api
+
+
+def _funnel_json(result: FunnelTotals | FunnelComparison) -> Any:
+    """*result* as JSON data, a comparison with its resolved ranges next to what was asked."""
+    if not isinstance(result, FunnelComparison):
+        return result
+    data: dict[str, Any] = CONVERTER.unstructure(result)
+    data["base_range"] = CONVERTER.unstructure(result.base_range)
+    for period, entry in zip(result.comparisons, data["comparisons"], strict=True):
+        entry["compared_range"] = CONVERTER.unstructure(period.compared_range)
+    # Keys in the documented order: base, base_range, comparisons.
+    return {"base": data["base"], "base_range": data["base_range"], **data}
 
 
 def _user_json(user: User) -> dict[str, Any]:
