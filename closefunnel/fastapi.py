@@ -976,7 +976,7 @@ def create_app(
         lifespan=client_lifespan(
             client_factory, cache_ttl=cache_ttl, redis=redis, redis_prefix=redis_prefix
         ),
-        docs_url=None,  # served offline below
+        docs_url=None,  # both served offline below
         redoc_url=None,
     )
     add_offline_docs(app)

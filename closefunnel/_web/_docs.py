@@ -1,16 +1,21 @@
 """
 ``/docs`` without internet access: Swagger UI's files served by the app itself.
 
-FastAPI's own ``/docs`` page loads Swagger UI from a CDN, so on a machine without internet
-access (or behind a strict proxy) it is a blank page. The files come from the
-``swagger-ui-bundle`` package (Swagger UI's dist files, kept by the team behind
-connexion; part of the ``fastapi`` extra), never from this repository. ReDoc is turned
-off rather than left loading from a CDN: no well-kept package ships its files.
+FastAPI's own page loads Swagger UI from a CDN, so on a machine without internet access
+(or behind a strict proxy) it is blank. The files come from the ``fastapi-offline``
+package (part of the ``fastapi`` extra), which exists to ship them and follows Swagger
+UI's releases; none are committed to this repository. Swagger UI 5 is needed: FastAPI
+writes OpenAPI 3.1, which Swagger UI 4 (``swagger-ui-bundle``'s) refuses to render. Only
+the files are used, not that package's app class, so the page works with any FastAPI
+app (:func:`add_offline_docs`).
+
+ReDoc (``/redoc``) is off: even with its script served locally it loads its logo from
+its vendor's CDN, which the browser tests caught.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib import resources
 from typing import Final
 
 from fastapi import FastAPI, Request
@@ -19,56 +24,60 @@ from starlette.responses import HTMLResponse, Response
 
 __all__ = ["DOCS_ASSETS", "add_offline_docs"]
 
-#: Swagger UI's files the app serves under ``/docs/assets/``, with their content types.
+#: The files the app serves under ``{docs_url}/assets/``, with their content types.
 DOCS_ASSETS: Final = {
     "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
     "swagger-ui.css": "text/css; charset=utf-8",
-    "favicon-32x32.png": "image/png",
+    "favicon.png": "image/png",
 }
 _INSTALL_HINT: Final = "pip install 'closefunnel[fastapi]'"
 
 
-def _swagger_dir() -> Path | None:
+def _read_assets() -> dict[str, bytes]:
+    """The files, or nothing when ``fastapi-offline`` is not installed."""
     try:
-        from swagger_ui_bundle import swagger_ui_path
-    except ImportError:
-        return None
-    return Path(str(swagger_ui_path))
+        folder = resources.files("fastapi_offline").joinpath("static")
+        return {name: folder.joinpath(name).read_bytes() for name in DOCS_ASSETS}
+    except (ModuleNotFoundError, FileNotFoundError):
+        return {}
+
+
+def _missing(app: FastAPI) -> Response:
+    return HTMLResponse(
+        "<!DOCTYPE html><title>API docs</title><p>Swagger UI's files are not installed: "
+        f"<code>{_INSTALL_HINT}</code>. The API's description is at "
+        f'<a href="{app.openapi_url}">{app.openapi_url}</a>.</p>',
+        status_code=503,
+    )
 
 
 def add_offline_docs(app: FastAPI, *, docs_url: str = "/docs") -> None:
     """
     Serve Swagger UI at *docs_url* with its files from the app (make *app* with
-    ``docs_url=None, redoc_url=None`` so FastAPI's CDN pages are not there too).
-
-    Without ``swagger-ui-bundle`` installed the page says what to install instead of
-    loading anything from elsewhere.
+    ``docs_url=None, redoc_url=None`` so FastAPI's CDN pages are not there). Without the
+    files installed the page says what to install instead of loading anything from
+    elsewhere.
     """
-    folder = _swagger_dir()
-    assets: dict[str, bytes] = {}
-    if folder is not None:
-        assets = {name: (folder / name).read_bytes() for name in DOCS_ASSETS}
+    assets = _read_assets()
+    base = f"{docs_url}/assets"
     redirect = f"{docs_url}/oauth2-redirect"
+
+    def root(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")
 
     @app.get(docs_url, include_in_schema=False)
     async def docs(request: Request) -> Response:
         if not assets:
-            return HTMLResponse(
-                "<!DOCTYPE html><title>API docs</title><p>Swagger UI's files are not "
-                f"installed: <code>{_INSTALL_HINT}</code>. The API's description is at "
-                f'<a href="{app.openapi_url}">{app.openapi_url}</a>.</p>',
-                status_code=503,
-            )
-        root = str(request.scope.get("root_path", "")).rstrip("/")
+            return _missing(app)
+        at = root(request)
         return get_swagger_ui_html(
-            openapi_url=f"{root}{app.openapi_url}",
+            openapi_url=f"{at}{app.openapi_url}",
             title=f"{app.title} - API docs",
-            swagger_js_url=f"{root}{docs_url}/assets/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{docs_url}/assets/swagger-ui.css",
-            swagger_favicon_url=f"{root}{docs_url}/assets/favicon-32x32.png",
-            oauth2_redirect_url=f"{root}{redirect}",
-            # No "valid" badge: Swagger UI would send the whole document to an online
-            # validator.
+            swagger_js_url=f"{at}{base}/swagger-ui-bundle.js",
+            swagger_css_url=f"{at}{base}/swagger-ui.css",
+            swagger_favicon_url=f"{at}{base}/favicon.png",
+            oauth2_redirect_url=f"{at}{redirect}",
+            # No "valid" badge: Swagger UI would send the document to an online validator.
             swagger_ui_parameters={"validatorUrl": None, **(app.swagger_ui_parameters or {})},
         )
 
@@ -76,7 +85,7 @@ def add_offline_docs(app: FastAPI, *, docs_url: str = "/docs") -> None:
     async def oauth2_redirect() -> Response:
         return get_swagger_ui_oauth2_redirect_html()
 
-    @app.get(f"{docs_url}/assets/{{asset}}", include_in_schema=False)
+    @app.get(f"{base}/{{asset}}", include_in_schema=False)
     async def docs_asset(asset: str) -> Response:
         if asset not in assets:
             return Response(b"not found", status_code=404, media_type="text/plain")

@@ -296,7 +296,7 @@ async def test_docs_load_swagger_ui_from_the_app(
         kinds = {
             "swagger-ui-bundle.js": "text/javascript",
             "swagger-ui.css": "text/css",
-            "favicon-32x32.png": "image/png",
+            "favicon.png": "image/png",
         }
         for name, kind in kinds.items():
             status, body, headers = await _get(http, f"{url}/docs/assets/{name}")
@@ -305,8 +305,10 @@ async def test_docs_load_swagger_ui_from_the_app(
             assert len(body) > 100
         status, _, _ = await _get(http, f"{url}/docs/assets/swagger-ui.js.map")
         assert status == 404
+        status, _, _ = await _get(http, f"{url}/docs/assets/redoc.standalone.js")
+        assert status == 404
         status, _, _ = await _get(http, f"{url}/redoc")
-        assert status == 404  # off, rather than loading from a CDN
+        assert status == 404  # off: ReDoc loads its logo from elsewhere
         status, page, _ = await _get(http, f"{url}/docs/oauth2-redirect")
         assert status == 200
 
@@ -341,7 +343,7 @@ async def test_docs_without_swagger_ui_say_what_to_install(
     serve: ServeApp, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No CDN fallback: without the package the page names the extra (503)."""
-    monkeypatch.setitem(sys.modules, "swagger_ui_bundle", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "fastapi_offline", None)  # as if not installed
     async with serve() as url:
         status, page, _ = await _get(http, f"{url}/docs")
     assert status == 503

@@ -660,6 +660,7 @@
     const button = $("show");
     button.disabled = true;
     statusLine.textContent = "Loading…";
+    results.removeAttribute("data-ready");
     results.replaceChildren();
     try {
       await loadNames();
