@@ -30,6 +30,13 @@ is bounded before anything is sent: at most :data:`MAX_COMPARED` compared ranges
 :data:`MAX_USERS` users (configurable), no unknown parameters, and, with ``token=``, only
 callers holding the bearer token (``GET /health`` excepted, for load balancers).
 
+Browsers get a dashboard at ``GET /`` of the router (mounted under its prefix like the
+JSON routes; :mod:`closefunnel._web` has the page, its assets and why the page is open
+when the data is token-gated), ``GET /users`` for names, the per-user CSV at
+``GET /funnel/{pipeline_id}/users.csv``, and, in :func:`create_app`, ``/docs`` with
+Swagger UI's files served by the app (:func:`add_offline_docs`), so nothing loads from
+another host.
+
 Errors map to HTTP, all with the :class:`ErrorBody` shape: an invalid request (FastAPI's
 parameter checks, ours, a cap, or Close's 400) is 422, a missing or wrong token 401, an
 unknown pipeline or saved search 404, Close's rate limit beyond the retry policy's
@@ -87,6 +94,7 @@ __all__ = [
     "ErrorBody",
     "FunnelService",
     "add_exception_handlers",
+    "add_offline_docs",
     "bearer_dependency",
     "client_lifespan",
     "create_app",
@@ -649,14 +657,17 @@ def make_router(
     token: str | None = None,
 ) -> APIRouter:
     """
-    The routes (``/health``, ``/pipelines``, ``/funnel/{pipeline_id}``) with their caps.
+    The routes (``/health``, ``/pipelines``, ``/users``, ``/funnel/{pipeline_id}`` and its
+    ``/users.csv``) with their caps, and the dashboard (``/`` and ``/static/...``).
 
     Args:
         max_compared: Most ``compare`` values per request (default :data:`MAX_COMPARED`).
         max_users: Most ``users`` values per request (default :data:`MAX_USERS`).
-        token: When given, every route but ``/health`` needs ``Authorization: Bearer
-            <token>`` (401 otherwise). :func:`create_app` checks the token for the whole
-            app instead (the OpenAPI pages too), so pass it there when you use it.
+        token: When given, every data route needs ``Authorization: Bearer <token>``
+            (401 otherwise); ``/health`` and the dashboard's page and assets (no data;
+            the page asks for the token) stay open. :func:`create_app` checks the token
+            for the whole app instead (the OpenAPI pages too), so pass it there when you
+            use it.
 
     Past a cap the answer is 422 and nothing is asked of Close.
     """
@@ -957,10 +968,11 @@ def create_app(
     Args:
         cache_ttl, redis, redis_prefix: The response cache, shared by every worker
             through *redis* when given (see :func:`client_lifespan`).
-        token: When given, every request but ``GET {prefix}/health`` (the OpenAPI
-            pages included) needs ``Authorization: Bearer <token>``; others get 401 with
-            ``WWW-Authenticate: Bearer``. The token is compared in constant time and
-            never logged or echoed.
+        token: When given, every request but ``GET {prefix}/health`` and the
+            dashboard's page and assets (the OpenAPI pages included) needs
+            ``Authorization: Bearer <token>``; others get 401 with
+            ``WWW-Authenticate: Bearer``. The page asks for the token and sends it. The
+            token is compared in constant time and never logged or echoed.
         max_compared, max_users: The per-request caps (see :func:`make_router`).
 
     ``closefunnel serve`` runs this with a 30 s cache.
