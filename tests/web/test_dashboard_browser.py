@@ -318,6 +318,45 @@ def test_the_dashboard_shows_the_apis_numbers(
     assert watched.errors == []
 
 
+def test_dates_are_days_in_the_browsers_zone(browser: Browser, app_url: str) -> None:
+    """Days picked on the page (the last one inclusive) are the API's START..END."""
+    pipeline = _get_json(f"{app_url}/pipelines")[0]["id"]
+    with _page(browser, app_url, timezone_id="Europe/Berlin") as watched:  # +1 in November
+        page = watched.page
+        page.goto(f"{app_url}/")
+        page.wait_for_selector("body[data-pipelines=loaded]")
+        page.select_option("#pipeline", pipeline)
+        page.select_option("#range", "custom")
+        page.fill("#range-start", "2026-11-01")
+        page.click("#show")  # the last day is missing: said, nothing asked
+        assert "last day" in (page.text_content("#status") or "")
+        assert page.locator("section.report").count() == 0
+        page.fill("#range-end", "2026-11-18")
+        page.select_option("#compared-list li:nth-child(1) select", "same-days-last-year")
+        page.click("#show")
+        _ready(page)
+        asked = [
+            ("range", "2026-11-01..2026-11-19"),
+            ("compare", "same-days-last-year"),
+            ("tz_offset", "1"),
+        ]
+        expected = _get_json(f"{app_url}/funnel/{pipeline}?{urlencode(asked)}")
+        assert expected["base_range"]["start"] == "2026-11-01T00:00:00+01:00"
+        dates = page.locator(".periods .dates")
+        assert dates.nth(0).text_content() == "(Nov 1\u201318, 2026)"
+        # The page sent the browser's offset: its report starts at midnight in Berlin.
+        assert dates.nth(0).get_attribute("data-start") == expected["base_range"]["start"]
+        assert (
+            dates.nth(1).text_content()
+            == f"({_label(expected['comparisons'][0]['compared_range'])})"
+        )
+        cell = page.locator('table.metrics tr[data-metric="count"] td[data-period="0"]').first
+        wanted = expected["comparisons"][0]["aggregations"]["count"]["compared"]
+        assert _number(cell.get_attribute("data-raw")) == wanted
+    assert watched.outside == []
+    assert watched.errors == []
+
+
 def test_phone_width_dark_scheme_and_keyboard(
     browser: Browser, app_url: str, tmp_path: Path
 ) -> None:

@@ -321,11 +321,28 @@
     addCompared.hidden = MAX_COMPARED === 0;
   }
 
+  function datesProblem(select, start, end, what) {
+    // Dates asked for but not usable: said, rather than the period silently left out.
+    if (select.value !== "custom") return null;
+    if (!start.value || !end.value) return what + ": pick the first and the last day.";
+    if (end.value < start.value) return what + ": the last day is before the first.";
+    return null;
+  }
+
+  function formProblem() {
+    const problems = [datesProblem(rangeSelect, $("range-start"), $("range-end"), "Range")];
+    for (const row of comparedList.children) {
+      const parts = row.rangeParts;
+      problems.push(datesProblem(parts.select, parts.start, parts.end, "Compared period"));
+    }
+    return problems.find(Boolean) || null;
+  }
+
   function readForm() {
     const range = rangeValue(rangeSelect, $("range-start"), $("range-end"));
-    const compared = [...comparedList.children]
-      .map((row) => rangeValue(row.rangeParts.select, row.rangeParts.start, row.rangeParts.end))
-      .filter(Boolean);
+    const compared = [...comparedList.children].map((row) =>
+      rangeValue(row.rangeParts.select, row.rangeParts.start, row.rangeParts.end),
+    );
     return { pipeline: pipelineSelect.value, range, compared };
   }
 
@@ -723,6 +740,11 @@
     }
     form.addEventListener("submit", (event) => {
       event.preventDefault();
+      const problem = formProblem();
+      if (problem) {
+        statusLine.textContent = problem;
+        return;
+      }
       const state = readForm();
       writeFragment(state);
       run(state);
