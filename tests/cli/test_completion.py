@@ -165,6 +165,30 @@ def test_a_normal_run_never_imports_argcomplete(
 
 
 @pytest.mark.slow
+def test_a_normal_process_never_imports_argcomplete(tmp_path: Path) -> None:
+    # In a fresh interpreter, so an import at module level (which the in-process test
+    # above cannot see: the modules are loaded by then) shows too.
+    probe = (
+        "import io, sys\n"
+        "from closefunnel.cli import main\n"
+        "out = io.StringIO()\n"
+        "code = main(['demo', '--now', '2026-11-18T15:30:00Z'], stdout=out, stderr=io.StringIO())\n"
+        "loaded = sorted(m for m in sys.modules if m.partition('.')[0] == 'argcomplete')\n"
+        "print(code, 'Sales' in out.getvalue(), loaded)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=shell_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.stdout.split() == ["0", "True", "[]"], proc.stderr
+
+
+@pytest.mark.slow
 def test_the_entry_point_answers_on_descriptor_8_and_prints_nothing_else(tmp_path: Path) -> None:
     out_r, out_w = os.pipe()
     debug_r, debug_w = os.pipe()
