@@ -59,15 +59,19 @@ def complete(
     import argcomplete
     from argcomplete.completers import FilesCompleter, SuppressCompleter
 
+    # The ignores: argcomplete's annotations are complete only from 3.7.2; the lowest
+    # version allowed (3.6.3, the first that fills in `%(default)s` in descriptions) has
+    # untyped constructors.
     for action in _actions(parser):
         if action.type is Path and getattr(action, "completer", None) is None:
-            action.completer = FilesCompleter()  # type: ignore[attr-defined]
+            files = FilesCompleter()  # type: ignore[no-untyped-call, unused-ignore]
+            setattr(action, "completer", files)  # noqa: B010 (argparse has no such field)
     argcomplete.autocomplete(
         parser,
         always_complete_options="long",  # `--verbose`, not also `-v`, on an empty word
         exit_method=exit_method,
         output_stream=output_stream,
-        default_completer=SuppressCompleter(),  # not the directory's files
+        default_completer=SuppressCompleter(),  # type: ignore[no-untyped-call, unused-ignore]
     )
 
 
@@ -77,7 +81,11 @@ def completion(ns: argparse.Namespace, console: Console) -> ExitStatus:
 
     # use_defaults=False: no fallback to file names when nothing matches (bash), the
     # same as zsh and fish; path options still complete files (see complete()).
-    console.write(shellcode([PROG], shell=ns.shell, use_defaults=False))
+    # The ignore: as in complete().
+    script = shellcode(  # type: ignore[no-untyped-call, unused-ignore]
+        [PROG], shell=ns.shell, use_defaults=False
+    )
+    console.write(script)
     console.flush()
     return ExitStatus.OK
 
