@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TextIO
 
 from closefunnel._errors import CloseFunnelError, InvalidQueryError
-from closefunnel.cli import _completion
+from closefunnel.cli._completion import complete, requested
 from closefunnel.cli._connection import failure_context
 from closefunnel.cli._console import Console
 from closefunnel.cli._failures import UsageError, failure_message
@@ -50,10 +50,10 @@ def main(
     streams, looked up at call time), so the command line can be run in-process.
     """
     parser = build_parser()
-    if argv is None and _completion.requested(os.environ):
+    if argv is None and requested(os.environ):
         # Started by a completion script (the process's own command line, never a caller's
         # *argv*): the candidates go to the shell's descriptor and the process ends here.
-        _completion.complete(parser)
+        complete(parser)
         return ExitStatus.OK
     console = Console(out=stdout or sys.stdout, err=stderr or sys.stderr)
     try:
