@@ -144,7 +144,7 @@ async def test_a_settle_resent_after_its_call_timed_out_is_learned_once(
                     await asyncio.sleep(0.01)
                 while sync_redis.zcard(keys[1]):  # noqa: ASYNC110 (Redis ran the settle)
                     await asyncio.sleep(0.01)
-                await asyncio.sleep(0.3)  # a few rechecks, each sending the settle again
+                await asyncio.sleep(0.15)  # rechecks, each sending the settle again
                 switch.drop_replies = False
                 while not gate.snapshot().shared:  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
