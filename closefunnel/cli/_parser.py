@@ -266,7 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative_seconds,
         default=30.0,
         metavar="SECONDS",
-        help="serve identical requests from memory for this long; 0 = off (default: %(default)s)",
+        help=(
+            "serve identical requests from memory (or Redis, with --redis) for this long; "
+            "0 = off, and with it the single-flight workers share (default: %(default)s)"
+        ),
     )
     serve_parser.add_argument(
         "--workers",
