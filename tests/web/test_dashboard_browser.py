@@ -357,6 +357,90 @@ def test_dates_are_days_in_the_browsers_zone(browser: Browser, app_url: str) -> 
     assert watched.errors == []
 
 
+#: Values where the page's JavaScript could part from Python's formatting: exact ties
+#: (Python rounds half to even), signs, zero, the scientific notation past 1e12. Whole
+#: numbers are ints: JSON cannot tell 5.0 from 5, and the counts, the only metrics shown
+#: as plain numbers, are ints.
+EDGES: list[float | int | None] = [
+    None,
+    0,
+    1,
+    -1,
+    0.25,
+    0.75,
+    1.25,
+    -0.25,
+    0.05,
+    0.15,
+    2.675,
+    50,
+    150,
+    250,
+    -250,
+    12_345,
+    -12_345,
+    1_234_567.5,
+    999_999.95,
+    0.0025,
+    0.00125,
+    21_600,
+    43_200,
+    129_600,
+    10**12,
+    150 * 10**12,
+    -250 * 10**12,
+    123_456_789_012_345,
+    0.333333333333,
+    1 / 3,
+]
+
+
+def test_the_pages_formatting_is_the_command_lines(browser: Browser, app_url: str) -> None:
+    """Every metric, every edge value: the page writes what closefunnel.cli._render writes."""
+    cases = [(metric, value) for metric in METRIC_LABELS for value in EDGES]
+    with _page(browser, app_url) as watched:
+        page = watched.page
+        page.goto(f"{app_url}/")
+        page.wait_for_selector("body[data-pipelines=loaded]")
+        shown = page.evaluate(
+            """cases => cases.map(([metric, value]) => {
+                const f = window.closefunnelFormat;
+                return [f.formatValue(metric, value), f.formatDelta(metric, value),
+                        f.changeMark(metric, value)[0]];
+            })""",
+            cases,
+        )
+        labels = page.evaluate(
+            "specs => specs.map(s => window.closefunnelFormat.rangeLabel(s))",
+            [None, "this-month", "same-days-last-year", *(r for r, _ in RANGES)],
+        )
+    for (metric, value), (text, delta, change) in zip(cases, shown, strict=True):
+        assert text == format_value(metric, value), (metric, value)
+        assert delta == format_delta(metric, value), (metric, value)
+        assert change == change_text(metric, value).plain, (metric, value)
+    expected = [cli_range_label(None), cli_range_label("this-month")]
+    expected += [cli_range_label("same-days-last-year"), *(label for _, label in RANGES)]
+    assert labels == expected
+    assert watched.errors == []
+
+
+def _range(start: str, end: str) -> tuple[dict[str, str], str]:
+    data = {"start": start, "end": end}
+    return data, _label(data)
+
+
+#: Date ranges as the API writes them, and the command line's labels for them.
+RANGES = [
+    _range("2026-11-01T00:00:00Z", "2026-11-19T00:00:00Z"),
+    _range("2026-11-18T00:00:00+02:00", "2026-11-19T00:00:00+02:00"),
+    _range("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"),
+    _range("2026-10-15T00:00:00Z", "2026-11-03T00:00:00Z"),
+    _range("2025-12-20T00:00:00-05:00", "2026-01-04T00:00:00-05:00"),
+    _range("2026-11-01T08:30:00Z", "2026-11-19T17:00:00Z"),
+    _range("2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z"),
+]
+
+
 def test_phone_width_dark_scheme_and_keyboard(
     browser: Browser, app_url: str, tmp_path: Path
 ) -> None:

@@ -103,8 +103,9 @@
     return sign + unit + g3(Math.abs(shown)) + suffix;
   }
 
-  function signedFixed1(x) {
-    const text = grouped(fixed1(x));
+  function signedFixed1(x, withCommas) {
+    // f"{x:+.1f}", or f"{x:+,.1f}" with commas (the CLI groups plain numbers only).
+    const text = withCommas ? grouped(fixed1(x)) : fixed1(x);
     return text.startsWith("-") ? text : "+" + text;
   }
 
@@ -123,10 +124,10 @@
     const big = huge(metric, value, true);
     if (big !== null) return big;
     if (MONEY.has(metric)) return money(value, true);
-    if (RATES.has(metric)) return signedFixed1(value * 100) + " pp";
-    if (DURATIONS.has(metric)) return signedFixed1(value / DAY) + " d";
+    if (RATES.has(metric)) return signedFixed1(value * 100, false) + " pp";
+    if (DURATIONS.has(metric)) return signedFixed1(value / DAY, false) + " d";
     if (Number.isInteger(value)) return (value < 0 ? "" : "+") + grouped(String(value));
-    return signedFixed1(value);
+    return signedFixed1(value, true);
   }
 
   function changeMark(metric, change) {
@@ -769,6 +770,10 @@
       else statusLine.textContent = "The pipelines could not be loaded: " + error.message;
     }
   }
+
+  // The formatting rules, for the browser tests (checked against the command line's) and
+  // for anyone at the console; frozen, and nothing here reads or changes the page.
+  window.closefunnelFormat = Object.freeze({ formatValue, formatDelta, changeMark, rangeLabel });
 
   start();
 })();
