@@ -127,7 +127,7 @@ def serve(ns: argparse.Namespace, console: Console) -> ExitStatus:
                         port = _bound(self, ns.port)
                         console.note(
                             f"closefunnel API for {connection.where} on http://{ns.host}:{port}/ "
-                            f"(OpenAPI docs at /docs; cache {ns.cache_ttl:g} s"
+                            f"(dashboard at /, OpenAPI docs at /docs; cache {ns.cache_ttl:g} s"
                             f"{'; bearer token required' if token is not None else ''})"
                         )
 
