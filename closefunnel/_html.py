@@ -207,8 +207,13 @@ def _base_label(base_label: str | None, rng: DateRange | None) -> str:
 
 
 def _periods_line(labels: Sequence[str], ranges: Sequence[DateRange | None]) -> str:
+    """Each period by name and dates ("this month Nov 1-30, 2026 vs ..."); a period
+    given as dates is named by its dates alone."""
     parts = [
-        f"<b>{_text(label)}</b> {_dates(rng)}" for label, rng in zip(labels, ranges, strict=True)
+        f"<b>{_dates(rng)}</b>"
+        if rng is not None and label == range_label(rng)
+        else f"<b>{_text(label)}</b> {_dates(rng)}"
+        for label, rng in zip(labels, ranges, strict=True)
     ]
     return '<p class="cf-periods">' + " vs ".join(parts) + "</p>"
 
@@ -612,9 +617,10 @@ def report_document(
             for index, (heading, _) in enumerate(reports, 1)
         )
         nav = f"<nav><ul>{items}</ul></nav>"
-    count = f"{len(reports)} report{'' if len(reports) == 1 else 's'}"
-    if failures:
-        count += f", {len(failures)} failed"
+    count = ""  # said when there is more than the one report the title names
+    if len(reports) != 1 or failures:
+        count = f"{len(reports)} report{'' if len(reports) == 1 else 's'}"
+        count += f", {len(failures)} failed" if failures else ""
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -624,7 +630,7 @@ def report_document(
         f"<title>{_text(title)}</title>\n"
         f"<style>{_PAGE_CSS}{_REPORT_CSS}</style>\n"
         '</head>\n<body class="closefunnel">\n'
-        f"<header><h1>{_text(title)}</h1><p>{count}</p></header>\n"
+        f"<header><h1>{_text(title)}</h1>{f'<p>{count}</p>' if count else ''}</header>\n"
         f"{nav}<main>\n" + "\n".join(sections) + "\n</main>\n"
         f"<footer><p>Made by closefunnel {__version__}. Money is annualized; dates are "
         "half-open (the end is not included).</p></footer>\n"

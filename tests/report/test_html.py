@@ -347,6 +347,8 @@ def test_a_date_range_base_is_labelled_by_its_dates() -> None:
         for th in parsed.root.find("table", **{"class": "cf-metrics"}).find("thead").find_all("th")
     ]
     assert heads[:3] == ["Metric", "Nov 1\u201318, 2026", "same days last monthOct 1\u201318, 2026"]
+    line = parsed.root.find("p", **{"class": "cf-periods"}).text
+    assert line == "Nov 1\u201318, 2026 vs same days last month Oct 1\u201318, 2026"
 
 
 def test_the_cli_and_the_html_share_one_set_of_formats() -> None:
