@@ -49,7 +49,9 @@ from closefunnel._version import __version__
 __all__ = [
     "NOTEBOOK_USERS",
     "ComparisonLike",
+    "DeltaLike",
     "PeriodLike",
+    "Report",
     "TotalsLike",
     "UserRow",
     "notebook_html",
@@ -572,7 +574,7 @@ a { color: inherit; }
     --cf-line: #bbbbbb; --cf-good: #1a7f37; --cf-bad: #cf222e; }
   body { max-width: none; padding: 0; font-size: 11pt; }
   nav { display: none; }
-  .cf-report { break-before: auto; }
+  .cf-report + .cf-report { break-before: page; }
   .cf-funnel, tr, caption { break-inside: avoid; }
   thead { display: table-header-group; }
 }
