@@ -73,7 +73,8 @@ from closefunnel._errors import (
 )
 from closefunnel._models import FunnelTotals, Pipeline
 from closefunnel._query import FunnelQuery, parse_compared, parse_range, validate_compared
-from closefunnel._redis_cache import SharedCache, check_prefix, check_redis, redis_connection
+from closefunnel._redis_cache import SharedCache
+from closefunnel._redis_url import check_prefix, check_redis, connect
 from closefunnel._vocabulary import API_KEY_ENV, RELATIVE_RANGES, SAME_DAYS_RANGES
 
 if TYPE_CHECKING:
@@ -201,7 +202,7 @@ def client_lifespan(
     ``async with client_lifespan(...)(app): yield``.
     """
     if redis is not None:
-        check_redis(redis)
+        check_redis(redis, purpose="the shared web cache")
     check_prefix(redis_prefix)
     if client_factory is not None:
         factory = client_factory
@@ -218,7 +219,7 @@ def client_lifespan(
         async with factory() as client:
             shared: SharedCache | None = None
             if cache is not None and cache_ttl is not None and redis is not None:
-                connection, owned = redis_connection(redis)
+                connection, owned = connect(redis, purpose="the shared web cache")
                 shared = SharedCache(
                     redis=connection,
                     ttl=cache_ttl,
