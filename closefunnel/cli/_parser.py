@@ -157,6 +157,15 @@ def _format_option(parser: argparse.ArgumentParser, *choices: str) -> None:
     )
 
 
+def _chart_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-chart",
+        action="store_true",
+        help="table output: leave out the funnel bar chart (drawn only on a terminal, "
+        "never into a pipe or file)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``closefunnel`` argument parser (each subcommand sets ``handler``)."""
     parser = argparse.ArgumentParser(
@@ -201,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
         "each compared report concurrently, merged.",
     )
     totals.add_argument("--pipeline", required=True, metavar="ID", help="pipeline id")
-    _format_option(totals, "table", "json", "csv")
+    _format_option(totals, "table", "json", "csv", "html")
+    _chart_option(totals)
     totals.set_defaults(handler=_commands.totals)
 
     bulk = sub.add_parser(
@@ -214,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     which = bulk.add_mutually_exclusive_group(required=True)
     which.add_argument("--all-pipelines", action="store_true", help="every pipeline")
     which.add_argument("--pipeline", nargs="+", action="extend", metavar="ID", help="pipeline ids")
-    _format_option(bulk, "table", "json", "jsonl", "csv")
+    _format_option(bulk, "table", "json", "jsonl", "csv", "html")
+    _chart_option(bulk)
     bulk.add_argument(
         "--max-concurrency",
         type=positive_int,

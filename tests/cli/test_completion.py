@@ -28,7 +28,8 @@ from tests.cli.conftest import Run
 
 #: The directory holding the installed ``closefunnel`` script of this interpreter.
 BIN = Path(sys.executable).parent
-FORMATS = ["csv", "json", "table"]
+FORMATS = ["csv", "html", "json", "table"]
+FORMAT_HELP = "output: table, json, csv, html (default: table; data goes to stdout)"
 SUBCOMMANDS = ["bulk", "completion", "demo", "emulator", "pipelines", "serve", "totals", "users"]
 
 
@@ -293,7 +294,7 @@ ask 'closefunnel totals --type c'
     got = list(answers(run_shell([shell("zsh"), "-f"], body, tmp_path)))
     assert got == [
         ["totals:one report, or one report against compared ranges"],
-        [f"{f}:output: table, json, csv (default: table; data goes to stdout)" for f in FORMATS],
+        [f"{f}:{FORMAT_HELP}" for f in FORMATS],
         ["created-cohort:report type (default: active-stage-cohort)"],
     ]
 
@@ -313,6 +314,6 @@ end
     got = list(answers(run_shell([shell("fish"), "--no-config"], body, tmp_path)))
     assert got == [
         ["totals\tone report, or one report against compared ranges"],
-        [f"{f}\toutput: table, json, csv (default: table; data goes to stdout)" for f in FORMATS],
+        [f"{f}\t{FORMAT_HELP}" for f in FORMATS],
         [f"this-{p}\trelative range" for p in ("month", "quarter", "week", "year")],
     ]
