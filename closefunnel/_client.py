@@ -98,9 +98,6 @@ class Client:
             (``this-month``) and same-days shifts are resolved on it into the absolute
             ranges results carry (``FunnelTotals.range``, ``FunnelComparison.base_range``).
             Default: the system clock. Tests point it at the emulator's ``now``.
-
-    Raises:
-        InvalidQueryError: an option is invalid, naming the field and the rule.
         redis: Share the rate-limit gate with every process using this Redis (a URL, or
             a ``redis.asyncio.Redis``, which the client never closes): one budget per
             credential and endpoint group for all workers and hosts on the key. Needs
@@ -110,6 +107,9 @@ class Client:
             when Redis answers again; ``"fail"`` raises :class:`GateUnavailableError`.
         redis_prefix: The namespace of the shared gate's keys: clients share a gate when
             they use the same Redis, prefix and credential.
+
+    Raises:
+        InvalidQueryError: an option is invalid, naming the field and the rule.
     """
 
     def __init__(

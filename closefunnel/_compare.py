@@ -13,6 +13,7 @@ from typing import Final
 
 import attrs
 
+from closefunnel._html import notebook_html
 from closefunnel._models import FunnelMetrics, FunnelTotals, UserFunnelMetrics
 from closefunnel._query import Compared, DateRange
 from closefunnel._vocabulary import METRIC_NAMES
@@ -121,6 +122,14 @@ class FunnelComparison:
         only for a base report that did not record it. The client always sets it.
         """
         return self.base.range
+
+    def _repr_html_(self) -> str:
+        """
+        The notebook view: the CLI's comparison tables (ten metrics, Δ, ▲/▼) with the
+        resolved dates and a funnel chart, as an HTML fragment; user ids escaped, the
+        per-user table cut to the top rows by value won (the rest counted).
+        """
+        return notebook_html(self)
 
 
 _METRICS: Final = operator.attrgetter(*METRIC_NAMES)

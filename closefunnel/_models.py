@@ -25,6 +25,7 @@ from closefunnel._convert import (
     write_csv_records,
 )
 from closefunnel._errors import ResponseDecodeError
+from closefunnel._html import notebook_html
 from closefunnel._query import DateRange
 from closefunnel._vocabulary import METRIC_NAMES
 
@@ -131,6 +132,13 @@ class FunnelTotals:
     def to_csv(self) -> str:
         """Encode the per-user rows as the CSV Close sends for ``Accept: text/csv``."""
         return encode_totals_csv(self)
+
+    def _repr_html_(self) -> str:
+        """
+        The notebook view: the CLI's tables (and a funnel chart) as an HTML fragment, user
+        ids escaped, the per-user table cut to the top rows by value won (the rest counted).
+        """
+        return notebook_html(self)
 
 
 def _unstructure_totals(totals: FunnelTotals) -> dict[str, object]:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
+from rich.console import RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,8 +32,10 @@ import closefunnel.cli._render as _render
 from closefunnel._client import BulkItem, Client
 from closefunnel._compare import FunnelComparison
 from closefunnel._convert import CONVERTER
-from closefunnel._models import FunnelTotals
-from closefunnel._query import FunnelQuery, paired_range
+from closefunnel._html import report_document
+from closefunnel._models import FunnelMetrics, FunnelTotals
+from closefunnel._query import Compared, FunnelQuery, paired_range
+from closefunnel.cli._chart import FunnelChart
 from closefunnel.cli._connection import (
     Connection,
     QueryTemplate,
@@ -55,12 +58,16 @@ def _write_json(console: Console, value: object, *, indent: bool = True) -> None
     console.write(_render.json_text(CONVERTER.dumps(value, option=option)) + "\n")
 
 
+def _title(query: FunnelQuery, pipeline_name: str) -> str:
+    kind = "active stage cohort" if query.type == "active-stage-cohort" else "created cohort"
+    return f"{pipeline_name} · {kind}"
+
+
 def _tables(
     result: Result, query: FunnelQuery, *, pipeline_name: str, user_names: dict[str, str]
 ) -> list[Table]:
     _, base = paired_range(query)
-    kind = "active stage cohort" if query.type == "active-stage-cohort" else "created cohort"
-    title = f"{pipeline_name} · {kind}"
+    title = _title(query, pipeline_name)
     if isinstance(result, FunnelComparison):
         return _render.comparison_tables(
             result,
@@ -72,6 +79,61 @@ def _tables(
     return _render.totals_tables(
         result, title=f"{title}, {_render.range_label(base)}", user_names=user_names
     )
+
+
+def _chart(result: Result, query: FunnelQuery, *, pipeline_name: str) -> FunnelChart | None:
+    """The funnel of every period as bars (None for a report without aggregations)."""
+    _, base = paired_range(query)
+    if isinstance(result, FunnelComparison):
+        base_totals = result.base
+        compared = [(_render.range_label(p.compared), p.totals) for p in result.comparisons]
+    else:
+        base_totals, compared = result, []
+    periods: list[tuple[str, FunnelMetrics]] = []
+    for label, totals in [(_render.range_label(base), base_totals), *compared]:
+        if totals.aggregations is None:
+            return None
+        periods.append((label, totals.aggregations))
+    return FunnelChart(f"{_title(query, pipeline_name)}: funnel", periods)
+
+
+def _charted(
+    result: Result, query: FunnelQuery, tables: list[Table], *, pipeline_name: str, show: bool
+) -> list[RenderableType]:
+    """*tables* with the funnel chart after the metrics table, when *show* and it has one."""
+    chart = _chart(result, query, pipeline_name=pipeline_name) if show else None
+    if chart is None:
+        return list(tables)
+    return [tables[0], chart, *tables[1:]]
+
+
+def _show_chart(ns: argparse.Namespace, console: Console) -> bool:
+    """Charts are for people: on a terminal, unless ``--no-chart``; never into a pipe."""
+    return not ns.no_chart and console.rich().is_terminal
+
+
+def _html(
+    results: Sequence[tuple[Result, FunnelQuery, str]],
+    *,
+    title: str,
+    user_names: dict[str, str],
+    failures: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The standalone HTML report of ``(result, query, pipeline name)`` triples."""
+    reports = [(_title(query, name), result) for result, query, name in results]
+    base_label = None
+    if results:
+        _, base = paired_range(results[0][1])
+        base_label = _render.range_label(base)
+    return report_document(
+        reports, title=title, base_label=base_label, names=user_names, failures=failures
+    )
+
+
+def _document_title(query: FunnelQuery, compared: Sequence[Compared], subject: str) -> str:
+    _, base = paired_range(query)
+    versus = "".join(f" vs {_render.range_label(c)}" for c in compared)
+    return f"{subject}: {_render.range_label(base)}{versus}"
 
 
 def _csv_rows(result: Result, query: FunnelQuery, prefix: Sequence[str] = ()) -> list[list[str]]:
@@ -91,7 +153,8 @@ def totals(ns: argparse.Namespace, console: Console) -> ExitStatus:
 
     async def run() -> tuple[Result, dict[str, str], dict[str, str]]:
         async with open_client(connection) as client:
-            looked_up = asyncio.ensure_future(names(client)) if ns.format == "table" else None
+            wants_names = ns.format in ("table", "html")
+            looked_up = asyncio.ensure_future(names(client)) if wants_names else None
             try:
                 result: Result = (
                     await client.compare_totals(query, *compared)
@@ -111,9 +174,15 @@ def totals(ns: argparse.Namespace, console: Console) -> ExitStatus:
         _write_json(console, result)
     elif ns.format == "csv":
         console.write(_render.write_csv(_csv_rows(result, query)))
+    elif ns.format == "html":
+        name = pipeline_names.get(query.pipeline, query.pipeline)
+        title = _document_title(query, compared, _title(query, name))
+        console.write(_html([(result, query, name)], title=title, user_names=user_names))
     else:
         name = pipeline_names.get(query.pipeline, query.pipeline)
-        console.show(*_tables(result, query, pipeline_name=name, user_names=user_names))
+        tables = _tables(result, query, pipeline_name=name, user_names=user_names)
+        show = _show_chart(ns, console)
+        console.show(*_charted(result, query, tables, pipeline_name=name, show=show))
     return ExitStatus.OK
 
 
@@ -140,7 +209,8 @@ def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
 
     async def run() -> tuple[list[BulkItem[Any]], dict[str, str], dict[str, str]]:
         async with open_client(connection) as client:
-            looked_up = await names(client) if ns.all_pipelines or ns.format == "table" else None
+            wants_names = ns.all_pipelines or ns.format in ("table", "html")
+            looked_up = await names(client) if wants_names else None
             user_names, pipeline_names = looked_up if looked_up is not None else ({}, {})
             todo = queries
             if ns.all_pipelines:
@@ -199,14 +269,14 @@ def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
                 rows += _csv_rows(item.result, item.query, prefix=(item.query.pipeline,))
         console.write(_render.write_csv(rows, header=("pipeline", *_render.CSV_HEADER)))
     elif ns.format == "table":
-        tables: list[Table] = []
+        shown: list[RenderableType] = []
+        show = _show_chart(ns, console)
         for item in items:
             if item.result is not None:
                 name = pipeline_names.get(item.query.pipeline, item.query.pipeline)
-                tables += _tables(
-                    item.result, item.query, pipeline_name=name, user_names=user_names
-                )
-        console.show(*tables)
+                tables = _tables(item.result, item.query, pipeline_name=name, user_names=user_names)
+                shown += _charted(item.result, item.query, tables, pipeline_name=name, show=show)
+        console.show(*shown)
     failures = [
         (
             pipeline_names.get(item.query.pipeline, item.query.pipeline),
@@ -215,6 +285,17 @@ def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
         for item in items
         if item.error is not None
     ]
+    if ns.format == "html":
+        done = [
+            (item.result, item.query, pipeline_names.get(item.query.pipeline, item.query.pipeline))
+            for item in items
+            if item.result is not None
+        ]
+        first = items[0].query if items else None
+        title = "Funnel reports"
+        if first is not None:
+            title = _document_title(first, compared, title)
+        console.write(_html(done, title=title, user_names=user_names, failures=failures))
     ok = len(items) - len(failures)
     if failures:
         console.show(_render.failures_table(failures), stderr=True)

@@ -3,9 +3,10 @@ Turning reports into what people read (rich tables) and what programs read (JSON
 
 Kept apart from argument handling so every command formats numbers the same way. Close
 sends money as integer cents, durations as seconds and rates as fractions; people read
-dollars, days and percentages, so every conversion for display happens here and nowhere
-else. Machine formats keep Close's units (cents, seconds, fractions) so nothing is lost or
-rounded on the way to ``jq`` or a sheet.
+dollars, days and percentages. Those conversions (and metric labels, change marks, range
+labels) live in :mod:`closefunnel._display`, shared with the HTML report, and are
+re-exported here; this module adds what is rich's. Machine formats keep Close's units
+(cents, seconds, fractions) so nothing is lost or rounded on the way to ``jq`` or a sheet.
 
 This is also the terminal's trust boundary. Pipeline, status and user names are typed by
 Close users into their own profiles, and error messages carry what a server (or a proxy
@@ -21,10 +22,8 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
 from typing import Final
 
 from rich import box
@@ -33,8 +32,21 @@ from rich.text import Text
 
 from closefunnel._compare import Delta, FunnelComparison, UserDeltas
 from closefunnel._convert import csv_value
+from closefunnel._display import (
+    LOWER_IS_BETTER,
+    METRIC_LABELS,
+    Tone,
+    change_mark,
+    clean,
+    format_delta,
+    format_value,
+    range_label,
+    range_text,
+    sort_key,
+)
+from closefunnel._display import NONE as _NONE
 from closefunnel._models import FunnelMetrics, FunnelTotals, Pipeline, User
-from closefunnel._query import DateRange, RangeSpec, format_instant
+from closefunnel._query import RangeSpec
 from closefunnel._vocabulary import METRIC_NAMES
 
 __all__ = [
@@ -64,48 +76,12 @@ __all__ = [
     "write_csv",
 ]
 
-#: What each metric is called in tables, in the order tables list them (funnel order).
-METRIC_LABELS: Final[Mapping[str, str]] = {
-    "count": "Opportunities",
-    "count_total_complete": "Completed",
-    "count_total_won": "Won",
-    "count_win_rate": "Win rate",
-    "value_total_complete": "Value completed",
-    "value_total_won": "Value won",
-    "value_win_rate": "Value win rate",
-    "average_value_annualized_per_won_opportunity": "Avg value per win",
-    "average_time_to_win": "Avg time to win",
-    "sales_velocity": "Velocity / day",
-}
-
-#: Metrics where a drop is good news, so their marks are coloured the other way round.
-LOWER_IS_BETTER: Final = frozenset({"average_time_to_win"})
-
-_MONEY: Final = frozenset(
-    {
-        "value_total_complete",
-        "value_total_won",
-        "average_value_annualized_per_won_opportunity",
-        "sales_velocity",
-    }
-)
-_RATES: Final = frozenset({"count_win_rate", "value_win_rate"})
-_DURATIONS: Final = frozenset({"average_time_to_win"})
-_NONE: Final = "\u2014"  # em dash, for "no value"
-_DASH: Final = "\u2013"  # en dash, for date spans
-_DAY: Final = 86_400
-#: Beyond this, in the unit shown (dollars, percent, days, opportunities), a number is
-#: written in scientific notation.
-_HUGE: Final = 1e12
+#: How each change tone looks in a terminal.
+_TONE_STYLES: Final[Mapping[Tone, str]] = {"good": "green", "bad": "red", "none": "dim"}
 
 #: CSV columns: the period, its range, then Close's own per-user CSV columns.
 CSV_HEADER: Final = ("period", "range", "user_id", *METRIC_NAMES)
 
-Number = int | float
-
-# C0 controls but tab and newline, DEL, C1 controls (ESC and CSI/OSC among them), and the
-# bidirectional overrides and isolates that reorder what a line appears to say.
-_CONTROL: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # In CSV, tab, CR and LF are data (quoted by the writer); the other controls are not.
 _CSV_CONTROL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # What a spreadsheet reads as the start of a formula (OWASP "CSV injection").
@@ -116,12 +92,6 @@ _JSON_UNSAFE: Final = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 # -- text from the server --------------------------------------------------------------------
-
-
-def clean(text: str) -> str:
-    """*text* with every control character that could move the cursor, retitle the
-    window or open a hyperlink replaced by U+FFFD (newline and tab are kept)."""
-    return _CONTROL.sub(_REPLACEMENT, text)
 
 
 def plain(text: str, *, style: str = "") -> Text:
@@ -151,82 +121,6 @@ def json_text(encoded: bytes) -> str:
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", encoded.decode())
 
 
-# -- numbers -------------------------------------------------------------------------------
-
-
-def _money(cents: Number, *, sign: bool = False) -> str:
-    dollars = round(cents / 100)
-    prefix = ("+" if dollars > 0 else "-" if dollars < 0 else "±") if sign else ""
-    if not sign and dollars < 0:
-        prefix = "-"
-    return f"{prefix}${abs(dollars):,}"
-
-
-def _missing(value: Number | None) -> bool:
-    return value is None or (isinstance(value, float) and not math.isfinite(value))
-
-
-def _huge(metric: str, value: Number, *, signed: bool) -> str | None:
-    """
-    Scientific notation for a number too big to print in full (a dash when scaling it
-    overflows), or None for an ordinary number: one absurd value from a server must not
-    push every other column of a table off the screen.
-    """
-    scale = 0.01 if metric in _MONEY else 100 if metric in _RATES else 1 / _DAY
-    if metric not in _MONEY | _RATES | _DURATIONS:
-        scale = 1
-    try:
-        shown = float(value) * scale
-    except OverflowError:  # an int beyond float range
-        return _NONE
-    if not math.isfinite(shown):
-        return _NONE
-    if abs(shown) < _HUGE:
-        return None
-    sign = ("+" if shown > 0 else "-") if signed else "-" if shown < 0 else ""
-    unit = "$" if metric in _MONEY else ""
-    suffix = (
-        (" pp" if signed else "%") if metric in _RATES else " d" if metric in _DURATIONS else ""
-    )
-    return f"{sign}{unit}{abs(shown):.3g}{suffix}"
-
-
-def format_value(metric: str, value: Number | None) -> str:
-    """*value* of *metric* for people: "$12,345" from cents, "34.5%", "3.2 d", "1,760".
-
-    None and non-finite numbers (an overflowed delta) are an em dash."""
-    if _missing(value):
-        return _NONE
-    assert value is not None
-    huge = _huge(metric, value, signed=False)
-    if huge is not None:
-        return huge
-    if metric in _MONEY:
-        return _money(value)
-    if metric in _RATES:
-        return f"{value * 100:.1f}%"
-    if metric in _DURATIONS:
-        return f"{value / _DAY:.1f} d"
-    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
-
-
-def format_delta(metric: str, value: Number | None) -> str:
-    """A signed difference: "+$1,200", "-2.5 pp" (percentage points), "+0.4 d", "+12"."""
-    if _missing(value):
-        return _NONE
-    assert value is not None
-    huge = _huge(metric, value, signed=True)
-    if huge is not None:
-        return huge
-    if metric in _MONEY:
-        return _money(value, sign=True)
-    if metric in _RATES:
-        return f"{value * 100:+.1f} pp"
-    if metric in _DURATIONS:
-        return f"{value / _DAY:+.1f} d"
-    return f"{value:+,}" if isinstance(value, int) else f"{value:+,.1f}"
-
-
 def change_text(metric: str, change: float | None) -> Text:
     """
     The relative change with a ▲/▼ mark, green when it is good news and red when not.
@@ -234,57 +128,8 @@ def change_text(metric: str, change: float | None) -> Text:
     For :data:`LOWER_IS_BETTER` metrics (a longer time to win is bad) the colours swap,
     so green always means "better" at a glance.
     """
-    if change is None or _missing(change):
-        return Text(_NONE, style="dim")
-    if change == 0:
-        return Text("0.0%", style="dim")
-    up = change > 0
-    good = up != (metric in LOWER_IS_BETTER)
-    mark = "▲" if up else "▼"
-    percent = abs(change) * 100
-    shown = f"{percent:.3g}" if percent >= _HUGE else f"{percent:,.1f}"
-    return Text(f"{mark} {shown}%", style="green" if good else "red")
-
-
-# -- ranges --------------------------------------------------------------------------------
-
-
-def range_text(spec: RangeSpec | None) -> str:
-    """A range as typed on the command line: its name, or ``START..END`` in ISO 8601."""
-    if spec is None:
-        return ""
-    if isinstance(spec, DateRange):
-        return f"{format_instant(spec.start)}..{format_instant(spec.end)}"
-    return spec
-
-
-def _day(value: datetime) -> str:
-    return f"{value:%b} {value.day}"
-
-
-def range_label(spec: RangeSpec | None) -> str:
-    """
-    A range for a table heading: "this month", or "Nov 1-18, 2026" for a date range.
-
-    Date ranges are half-open, so an end at midnight is shown as the day before (the
-    last day inside the range), which is how people say date ranges.
-    """
-    if spec is None:
-        return "any time"
-    if not isinstance(spec, DateRange):
-        return spec.replace("-", " ")
-    start, end = spec.start, spec.end
-    midnight = end.hour == end.minute == end.second == end.microsecond == 0
-    if not midnight or start.time() != datetime.min.time():
-        return f"{start:%Y-%m-%d %H:%M} {_DASH} {end:%Y-%m-%d %H:%M}"
-    last = end - timedelta(days=1)
-    if last.date() == start.date():
-        return f"{_day(start)}, {start.year}"
-    if (start.year, start.month) == (last.year, last.month):
-        return f"{_day(start)}{_DASH}{last.day}, {start.year}"
-    if start.year == last.year:
-        return f"{_day(start)} {_DASH} {_day(last)}, {start.year}"
-    return f"{_day(start)}, {start.year} {_DASH} {_day(last)}, {last.year}"
+    mark = change_mark(metric, change)
+    return Text(mark.text, style=_TONE_STYLES[mark.tone])
 
 
 # -- tables --------------------------------------------------------------------------------
@@ -328,11 +173,6 @@ def _user_cell(user_id: str, names: Mapping[str, str]) -> Text:
     return plain(_user_name(user_id, names))
 
 
-def _sort_key(value: Number | None, name: str) -> tuple[int, float, str]:
-    # Biggest first, users with nothing on the base side last, then by name.
-    return (value is None, -(value or 0), name.casefold())
-
-
 def totals_tables(
     totals: FunnelTotals, *, title: str, user_names: Mapping[str, str] | None = None
 ) -> list[Table]:
@@ -353,7 +193,7 @@ def totals_tables(
         _number_column(users, METRIC_LABELS[metric])
     rows = sorted(
         totals.data,
-        key=lambda row: _sort_key(row.value_total_won, _user_name(row.user_id, names)),
+        key=lambda row: sort_key(row.value_total_won, _user_name(row.user_id, names)),
     )
     for row in rows:
         users.add_row(
@@ -440,7 +280,7 @@ def _users_comparison_table(
 
     def key(user_id: str) -> tuple[int, float, str]:
         row = base_rows.get(user_id)
-        return _sort_key(None if row is None else row.value_total_won, _user_name(user_id, names))
+        return sort_key(None if row is None else row.value_total_won, _user_name(user_id, names))
 
     for user_id in sorted(order, key=key):
         row = base_rows.get(user_id)

@@ -127,7 +127,7 @@ def serve(ns: argparse.Namespace, console: Console) -> ExitStatus:
                         port = _bound(self, ns.port)
                         console.note(
                             f"closefunnel API for {connection.where} on http://{ns.host}:{port}/ "
-                            f"(OpenAPI docs at /docs; cache {ns.cache_ttl:g} s"
+                            f"(dashboard at /, OpenAPI docs at /docs; cache {ns.cache_ttl:g} s"
                             f"{'; bearer token required' if token is not None else ''})"
                         )
 
@@ -169,29 +169,33 @@ def _serve_workers(
                 "token": token,
             }
         )
-        # Bound here, before the workers start, so the banner is true and a busy port is
-        # reported like the single-process one; the workers share this socket.
-        family, kind, _, _, address = socket.getaddrinfo(ns.host, ns.port, type=socket.SOCK_STREAM)[
-            0
-        ]
-        sock = stack.enter_context(socket.socket(family, kind))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sharing = "one shared gate and cache" if connection.redis else "each its own gate"
-        console.note(
-            f"closefunnel API for {connection.where} on "
-            f"http://{ns.host}:{sock.getsockname()[1]}/ with {ns.workers} workers ({sharing}"
-            f"{'; bearer token required' if token is not None else ''})"
-        )
-        with contextlib.suppress(KeyboardInterrupt):
-            uvicorn.run(
-                "closefunnel.cli.serve:worker_app",
-                factory=True,
-                fd=sock.fileno(),
-                workers=ns.workers,
-                log_level="info",
+        # The description holds the API key: it leaves this process's environment however
+        # serving ends (a busy port, Ctrl-C, an error), not only when uvicorn returns.
+        try:
+            # Bound here, before the workers start, so the banner is true and a busy port is
+            # reported like the single-process one; the workers share this socket.
+            family, kind, _, _, address = socket.getaddrinfo(
+                ns.host, ns.port, type=socket.SOCK_STREAM
+            )[0]
+            sock = stack.enter_context(socket.socket(family, kind))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sharing = "one shared gate and cache" if connection.redis else "each its own gate"
+            console.note(
+                f"closefunnel API for {connection.where} on "
+                f"http://{ns.host}:{sock.getsockname()[1]}/ with {ns.workers} workers ({sharing}"
+                f"{'; bearer token required' if token is not None else ''})"
             )
-        os.environ.pop(WORKER_ENV, None)
+            with contextlib.suppress(KeyboardInterrupt):
+                uvicorn.run(
+                    "closefunnel.cli.serve:worker_app",
+                    factory=True,
+                    fd=sock.fileno(),
+                    workers=ns.workers,
+                    log_level="info",
+                )
+        finally:
+            os.environ.pop(WORKER_ENV, None)
     return ExitStatus.OK
 
 

@@ -37,7 +37,15 @@ async def _get(http: aiohttp.ClientSession, url: str, **params: Any) -> tuple[in
 async def _library(emu: Emulator, query: cf.FunnelQuery, *compared: cf.Compared) -> Any:
     async with cf.Client(api_key=emu.api_key, base_url=emu.base_url, tz_offset=0) as client:
         if compared:
-            return CONVERTER.unstructure(await client.compare_totals(query, *compared))
+            comparison = await client.compare_totals(query, *compared)
+            expected = CONVERTER.unstructure(comparison)
+            # The web JSON also names each period's resolved range next to what was asked.
+            assert comparison.base_range is not None
+            expected["base_range"] = CONVERTER.unstructure(comparison.base_range)
+            for period, entry in zip(comparison.comparisons, expected["comparisons"], strict=True):
+                assert period.compared_range is not None
+                entry["compared_range"] = CONVERTER.unstructure(period.compared_range)
+            return expected
         return CONVERTER.unstructure(await client.funnel_totals(query))
 
 
