@@ -14,9 +14,11 @@ import argparse
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from rich.console import RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -61,17 +63,41 @@ def _tables(
     _, base = paired_range(query)
     kind = "active stage cohort" if query.type == "active-stage-cohort" else "created cohort"
     title = f"{pipeline_name} · {kind}"
+    # Every period says which dates it covered: dates in the headings, or for a relative
+    # name ("last month") in the caption under the table.
     if isinstance(result, FunnelComparison):
+        periods = [(base, result.base_range)]
+        periods += [(p.compared, p.compared_range) for p in result.comparisons]
         return _render.comparison_tables(
             result,
             title=title,
-            base_label=_render.range_label(base),
-            compared_labels=[_render.range_label(p.compared) for p in result.comparisons],
+            base_label=_render.period_label(*periods[0]),
+            compared_labels=[_render.period_label(*period) for period in periods[1:]],
             user_names=user_names,
+            caption=_render.periods_caption(periods),
         )
+    label = _render.period_label(base, result.range)
     return _render.totals_tables(
-        result, title=f"{title}, {_render.range_label(base)}", user_names=user_names
+        result,
+        title=f"{title}, {label}",
+        user_names=user_names,
+        caption=_render.periods_caption([(base, result.range)]),
     )
+
+
+def _length_notes(
+    results: Sequence[tuple[Result, FunnelQuery]], connection: Connection
+) -> list[RenderableType]:
+    """The note on periods of different lengths, once per distinct note (bulk runs ask
+    the same periods of every pipeline)."""
+    now = connection.now or datetime.now(UTC)  # the clock the client resolved on
+    notes: dict[str, RenderableType] = {}
+    for result, query in results:
+        if isinstance(result, FunnelComparison):
+            note = _render.length_note(result, base_spec=paired_range(query)[1], now=now)
+            if note is not None:
+                notes.setdefault(note.plain, note)
+    return list(notes.values())
 
 
 def _csv_rows(result: Result, query: FunnelQuery, prefix: Sequence[str] = ()) -> list[list[str]]:
@@ -113,7 +139,10 @@ def totals(ns: argparse.Namespace, console: Console) -> ExitStatus:
         console.write(_render.write_csv(_csv_rows(result, query)))
     else:
         name = pipeline_names.get(query.pipeline, query.pipeline)
-        console.show(*_tables(result, query, pipeline_name=name, user_names=user_names))
+        console.show(
+            *_tables(result, query, pipeline_name=name, user_names=user_names),
+            *_length_notes([(result, query)], connection),
+        )
     return ExitStatus.OK
 
 
@@ -199,14 +228,12 @@ def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
                 rows += _csv_rows(item.result, item.query, prefix=(item.query.pipeline,))
         console.write(_render.write_csv(rows, header=("pipeline", *_render.CSV_HEADER)))
     elif ns.format == "table":
-        tables: list[Table] = []
-        for item in items:
-            if item.result is not None:
-                name = pipeline_names.get(item.query.pipeline, item.query.pipeline)
-                tables += _tables(
-                    item.result, item.query, pipeline_name=name, user_names=user_names
-                )
-        console.show(*tables)
+        tables: list[RenderableType] = []
+        done = [(item.result, item.query) for item in items if item.result is not None]
+        for result, query in done:
+            name = pipeline_names.get(query.pipeline, query.pipeline)
+            tables += _tables(result, query, pipeline_name=name, user_names=user_names)
+        console.show(*tables, *_length_notes(done, connection))
     failures = [
         (
             pipeline_names.get(item.query.pipeline, item.query.pipeline),
