@@ -434,7 +434,7 @@ def _header(label: str) -> str:
 
 def _caption(table: Table, caption: str | None) -> None:
     if caption is not None:
-        table.caption = caption
+        table.caption = caption + "\n"  # a blank line before the next table's title
         table.caption_justify = "left"
         table.caption_style = "dim"
 
