@@ -49,9 +49,11 @@ def demo_range(now: datetime, zone: tzinfo) -> DateRange:
 
 
 def _window(base: DateRange, now: datetime) -> str:
-    if base.end <= now:
-        return f"last month ({_render.range_label(base)}) against the month before and"
-    return f"this month to date ({_render.range_label(base)}) against the same days last month and"
+    """What the demo compares, in words, with the base's dates."""
+    label = _render.range_label(base)
+    if base.end <= now:  # the 1st of a month: last month, whole
+        return f"last month ({label}) against the month before and the same month last year"
+    return f"this month to date ({label}) against the same days last month and last year"
 
 
 def _zone_label(zone: timezone) -> str:
@@ -93,7 +95,7 @@ def demo(ns: argparse.Namespace, console: Console) -> ExitStatus:
         Text.assemble(
             ("closefunnel demo", "bold"),
             f": {len(items)} pipelines of the emulator's demo organization, "
-            f"{_window(base, now)} last year (UTC{_zone_label(zone)}).\n",
+            f"{_window(base, now)} (UTC{_zone_label(zone)}).\n",
             (f"{requests} requests, concurrently, in {elapsed:.2f} s.", "dim"),
         ),
         Text(),

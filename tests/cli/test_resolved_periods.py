@@ -142,7 +142,10 @@ def test_demo_on_the_first_of_a_month(cli_plain: Cli) -> None:
     run = cli_plain("demo", "--now", DEC_1)
     assert run.code == 0, run.err
     flat = " ".join(run.out.split())
-    assert "last month (Nov 1\u201330, 2026) against the month before and last year" in flat
+    assert (
+        "last month (Nov 1\u201330, 2026) against the month before and the same month last year"
+        in flat
+    )
     assert "Dec 1, 2026" not in flat
     last_month = cf.DateRange(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
     expected = _library(
