@@ -23,6 +23,7 @@ from closefunnel._records import (
     comparison_columns,
     comparison_records,
     comparison_rows,
+    csv_cell,
     records_csv,
     user_names,
 )
@@ -207,7 +208,7 @@ class FunnelComparison:
         """
         lookup = user_names(names)
         columns = comparison_columns(names=lookup is not None)
-        return records_csv(columns, comparison_rows(self, names=lookup))
+        return records_csv(columns, comparison_rows(self, names=lookup, cell=csv_cell))
 
     def to_json(self) -> str:
         """

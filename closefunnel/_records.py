@@ -22,11 +22,10 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, Protocol
 
-from closefunnel._convert import csv_value
 from closefunnel._errors import InvalidQueryError
 from closefunnel._query import DateRange, format_instant
 from closefunnel._vocabulary import METRIC_NAMES
@@ -38,6 +37,7 @@ __all__ = [
     "comparison_columns",
     "comparison_records",
     "comparison_rows",
+    "csv_cell",
     "period_text",
     "records_csv",
     "spreadsheet_text",
@@ -197,32 +197,49 @@ def _with_name(columns: tuple[str, ...]) -> tuple[str, ...]:
     return (*columns[:at], "user_name", *columns[at:])
 
 
-def totals_rows(totals: _Totals, *, names: Mapping[str, str] | None) -> Iterator[tuple[Any, ...]]:
-    """The rows of :func:`totals_records` as tuples in :func:`totals_columns` order."""
-    start, end = _bounds(totals.range)
+def _same(value: Any) -> Any:
+    return value
+
+
+def totals_rows(
+    totals: _Totals, *, names: Mapping[str, str] | None, cell: Callable[[Any], Any] = _same
+) -> Iterator[tuple[Any, ...]]:
+    """
+    The rows of :func:`totals_records` as tuples in :func:`totals_columns` order; *cell*
+    turns each value but the numbers (ranges, ids, names, metric names) into its cell,
+    once per user rather than once per row.
+    """
+    start, end = map(cell, _bounds(totals.range))
     named = names is not None
     lookup = names or {}
+    metrics = [(name, cell(name)) for name in METRIC_NAMES]
     if totals.aggregations is not None:
         head: tuple[Any, ...] = (start, end, None, None) if named else (start, end, None)
-        for metric in METRIC_NAMES:
-            yield (*head, metric, getattr(totals.aggregations, metric))
+        for metric, shown in metrics:
+            yield (*head, shown, getattr(totals.aggregations, metric))
     for row in totals.data:
         user_id: str = getattr(row, "user_id")  # noqa: B009 - a UserFunnelMetrics
-        head = (start, end, user_id, lookup.get(user_id)) if named else (start, end, user_id)
-        for metric in METRIC_NAMES:
-            yield (*head, metric, getattr(row, metric))
+        head = (start, end, cell(user_id))
+        if named:
+            head += (cell(lookup.get(user_id)),)
+        for metric, shown in metrics:
+            yield (*head, shown, getattr(row, metric))
 
 
 def comparison_rows(
-    comparison: _Comparison, *, names: Mapping[str, str] | None
+    comparison: _Comparison, *, names: Mapping[str, str] | None, cell: Callable[[Any], Any] = _same
 ) -> Iterator[tuple[Any, ...]]:
-    """The rows of :func:`comparison_records` as tuples in :func:`comparison_columns` order."""
-    base_start, base_end = _bounds(comparison.base_range)
+    """
+    The rows of :func:`comparison_records` as tuples in :func:`comparison_columns` order;
+    *cell* as for :func:`totals_rows`.
+    """
+    base_start, base_end = map(cell, _bounds(comparison.base_range))
     named = names is not None
     lookup = names or {}
+    metrics = [(name, cell(name)) for name in METRIC_NAMES]
     for period in comparison.comparisons:
-        label = period_text(period.compared)
-        ranges = (label, base_start, base_end, *_bounds(period.compared_range))
+        label = cell(period_text(period.compared))
+        ranges = (label, base_start, base_end, *map(cell, _bounds(period.compared_range)))
         groups: list[tuple[tuple[Any, ...], object]] = []
         if period.aggregations is not None:
             groups.append(
@@ -230,12 +247,14 @@ def comparison_rows(
             )
         for row in period.users:
             user_id: str = getattr(row, "user_id")  # noqa: B009 - a UserDeltas
-            head = (*ranges, user_id, lookup.get(user_id)) if named else (*ranges, user_id)
+            head = (*ranges, cell(user_id))
+            if named:
+                head += (cell(lookup.get(user_id)),)
             groups.append((head, row))
         for head, deltas in groups:
-            for metric in METRIC_NAMES:
+            for metric, shown in metrics:
                 d: _Delta = getattr(deltas, metric)
-                yield (*head, metric, d.base, d.compared, d.delta, d.change)
+                yield (*head, shown, d.base, d.compared, d.delta, d.change)
 
 
 def totals_records(totals: _Totals, *, names: Names | None = None) -> list[dict[str, Any]]:
@@ -283,21 +302,26 @@ def spreadsheet_text(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def _cell(value: object) -> str:
+def csv_cell(value: Any) -> Any:
+    """
+    A text or datetime value as its tidy-CSV cell (for ``cell=`` of the row functions):
+    text through :func:`spreadsheet_text`, datetimes in ISO 8601; anything else (None,
+    numbers) as it is, for the CSV writer (empty, ``str``, and ``repr`` for floats).
+    """
     if isinstance(value, str):
         return spreadsheet_text(value)
     if isinstance(value, datetime):
         return format_instant(value)
-    return csv_value(value)
+    return value
 
 
 def records_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """
-    *rows* under a *columns* header as CSV (``\\r\\n`` line ends): datetimes in ISO 8601,
-    floats exactly, null empty, text through :func:`spreadsheet_text`.
+    *rows* (made with ``cell=csv_cell``) under a *columns* header as CSV, with ``\\r\\n``
+    line ends; null is an empty cell and numbers are written exactly.
     """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(columns)
-    writer.writerows([_cell(value) for value in row] for row in rows)
+    writer.writerows(rows)
     return out.getvalue()
