@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -68,16 +69,25 @@ def _tables(
 ) -> list[Table]:
     _, base = paired_range(query)
     title = _title(query, pipeline_name)
+    # Every period says which dates it covered: dates in the headings, or for a relative
+    # name ("last month") in the caption under the table.
     if isinstance(result, FunnelComparison):
+        periods = [(base, result.base_range)]
+        periods += [(p.compared, p.compared_range) for p in result.comparisons]
         return _render.comparison_tables(
             result,
             title=title,
-            base_label=_render.range_label(base),
-            compared_labels=[_render.range_label(p.compared) for p in result.comparisons],
+            base_label=_render.period_label(*periods[0]),
+            compared_labels=[_render.period_label(*period) for period in periods[1:]],
             user_names=user_names,
+            caption=_render.periods_caption(periods),
         )
+    label = _render.period_label(base, result.range)
     return _render.totals_tables(
-        result, title=f"{title}, {_render.range_label(base)}", user_names=user_names
+        result,
+        title=f"{title}, {label}",
+        user_names=user_names,
+        caption=_render.periods_caption([(base, result.range)]),
     )
 
 
@@ -86,11 +96,15 @@ def _chart(result: Result, query: FunnelQuery, *, pipeline_name: str) -> FunnelC
     _, base = paired_range(query)
     if isinstance(result, FunnelComparison):
         base_totals = result.base
-        compared = [(_render.range_label(p.compared), p.totals) for p in result.comparisons]
+        compared = [
+            (_render.period_label(p.compared, p.compared_range), p.totals)
+            for p in result.comparisons
+        ]
     else:
         base_totals, compared = result, []
     periods: list[tuple[str, FunnelMetrics]] = []
-    for label, totals in [(_render.range_label(base), base_totals), *compared]:
+    base_label = _render.period_label(base, base_totals.range)
+    for label, totals in [(base_label, base_totals), *compared]:
         if totals.aggregations is None:
             return None
         periods.append((label, totals.aggregations))
@@ -134,6 +148,21 @@ def _document_title(query: FunnelQuery, compared: Sequence[Compared], subject: s
     _, base = paired_range(query)
     versus = "".join(f" vs {_render.range_label(c)}" for c in compared)
     return f"{subject}: {_render.range_label(base)}{versus}"
+
+
+def _length_notes(
+    results: Sequence[tuple[Result, FunnelQuery]], connection: Connection
+) -> list[RenderableType]:
+    """The note on periods of different lengths, once per distinct note (bulk runs ask
+    the same periods of every pipeline)."""
+    now = connection.now or datetime.now(UTC)  # the clock the client resolved on
+    notes: dict[str, RenderableType] = {}
+    for result, query in results:
+        if isinstance(result, FunnelComparison):
+            note = _render.length_note(result, base_spec=paired_range(query)[1], now=now)
+            if note is not None:
+                notes.setdefault(note.plain, note)
+    return list(notes.values())
 
 
 def _csv_rows(result: Result, query: FunnelQuery, prefix: Sequence[str] = ()) -> list[list[str]]:
@@ -182,7 +211,10 @@ def totals(ns: argparse.Namespace, console: Console) -> ExitStatus:
         name = pipeline_names.get(query.pipeline, query.pipeline)
         tables = _tables(result, query, pipeline_name=name, user_names=user_names)
         show = _show_chart(ns, console)
-        console.show(*_charted(result, query, tables, pipeline_name=name, show=show))
+        console.show(
+            *_charted(result, query, tables, pipeline_name=name, show=show),
+            *_length_notes([(result, query)], connection),
+        )
     return ExitStatus.OK
 
 
@@ -271,12 +303,12 @@ def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
     elif ns.format == "table":
         shown: list[RenderableType] = []
         show = _show_chart(ns, console)
-        for item in items:
-            if item.result is not None:
-                name = pipeline_names.get(item.query.pipeline, item.query.pipeline)
-                tables = _tables(item.result, item.query, pipeline_name=name, user_names=user_names)
-                shown += _charted(item.result, item.query, tables, pipeline_name=name, show=show)
-        console.show(*shown)
+        done = [(item.result, item.query) for item in items if item.result is not None]
+        for result, query in done:
+            name = pipeline_names.get(query.pipeline, query.pipeline)
+            tables = _tables(result, query, pipeline_name=name, user_names=user_names)
+            shown += _charted(result, query, tables, pipeline_name=name, show=show)
+        console.show(*shown, *_length_notes(done, connection))
     failures = [
         (
             pipeline_names.get(item.query.pipeline, item.query.pipeline),
@@ -286,7 +318,7 @@ def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
         if item.error is not None
     ]
     if ns.format == "html":
-        done = [
+        named = [
             (item.result, item.query, pipeline_names.get(item.query.pipeline, item.query.pipeline))
             for item in items
             if item.result is not None
@@ -295,7 +327,7 @@ def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
         title = "Funnel reports"
         if first is not None:
             title = _document_title(first, compared, title)
-        console.write(_html(done, title=title, user_names=user_names, failures=failures))
+        console.write(_html(named, title=title, user_names=user_names, failures=failures))
     ok = len(items) - len(failures)
     if failures:
         console.show(_render.failures_table(failures), stderr=True)

@@ -24,6 +24,7 @@ import csv
 import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from rich import box
@@ -46,8 +47,10 @@ from closefunnel._display import (
 )
 from closefunnel._display import NONE as _NONE
 from closefunnel._models import FunnelMetrics, FunnelTotals, Pipeline, User
-from closefunnel._query import RangeSpec
-from closefunnel._vocabulary import METRIC_NAMES
+from closefunnel._periods import shift_same_days
+from closefunnel._query import DateRange, RangeSpec, format_instant
+from closefunnel._records import spreadsheet_text
+from closefunnel._vocabulary import METRIC_NAMES, SAME_DAYS_RANGES
 
 __all__ = [
     "CSV_HEADER",
@@ -64,6 +67,9 @@ __all__ = [
     "format_delta",
     "format_value",
     "json_text",
+    "length_note",
+    "period_label",
+    "periods_caption",
     "pipelines_csv_rows",
     "pipelines_table",
     "plain",
@@ -79,13 +85,10 @@ __all__ = [
 #: How each change tone looks in a terminal.
 _TONE_STYLES: Final[Mapping[Tone, str]] = {"good": "green", "bad": "red", "none": "dim"}
 
-#: CSV columns: the period, its range, then Close's own per-user CSV columns.
-CSV_HEADER: Final = ("period", "range", "user_id", *METRIC_NAMES)
+#: CSV columns: the period, its range as given and as resolved (``start``, ``end``: ISO
+#: 8601, half-open), then Close's own per-user CSV columns.
+CSV_HEADER: Final = ("period", "range", "start", "end", "user_id", *METRIC_NAMES)
 
-# In CSV, tab, CR and LF are data (quoted by the writer); the other controls are not.
-_CSV_CONTROL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-# What a spreadsheet reads as the start of a formula (OWASP "CSV injection").
-_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 _REPLACEMENT: Final = "\ufffd"
 # What orjson leaves raw in JSON strings but a terminal may still act on (it escapes C0).
 _JSON_UNSAFE: Final = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -108,8 +111,8 @@ def csv_text(text: str) -> str:
     shows it as text instead of evaluating it. Only text cells go through here: numbers
     are written as numbers, negative ones included.
     """
-    text = _CSV_CONTROL.sub(_REPLACEMENT, text)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    # The library's tidy CSV (FunnelComparison.to_csv) applies the same rule: one copy.
+    return spreadsheet_text(text)
 
 
 def json_text(encoded: bytes) -> str:
@@ -130,6 +133,120 @@ def change_text(metric: str, change: float | None) -> Text:
     """
     mark = change_mark(metric, change)
     return Text(mark.text, style=_TONE_STYLES[mark.tone])
+
+
+def period_label(spec: RangeSpec | None, resolved: DateRange | None) -> str:
+    """
+    A period for a table heading: a relative name as itself ("last month"; the table's
+    caption gives its dates, see :func:`periods_caption`), a same-days name or a date
+    range as the dates it covered ("Oct 1-18, 2026"), a name not resolved as the name.
+    """
+    if resolved is None or (isinstance(spec, str) and spec not in SAME_DAYS_RANGES):
+        return range_label(spec)
+    return range_label(resolved)
+
+
+def periods_caption(periods: Iterable[tuple[RangeSpec | None, DateRange | None]]) -> str | None:
+    """
+    The dates each relatively named period covered, for under a table: "this month: Dec
+    1-31, 2026 · last month: Nov 1-30, 2026". None when no period is named relatively.
+    """
+    named = [
+        f"{range_label(spec)}: {range_label(resolved)}"
+        for spec, resolved in periods
+        if isinstance(spec, str) and spec not in SAME_DAYS_RANGES and resolved is not None
+    ]
+    return " \u00b7 ".join(named) or None
+
+
+def _days(length: timedelta) -> str:
+    days = length / timedelta(days=1)
+    shown = f"{days:,.0f}" if days.is_integer() else f"{days:,.1f}"
+    return f"{shown} day" + ("" if shown == "1" else "s")
+
+
+def _covered(rng: DateRange, now: datetime) -> DateRange | None:
+    """
+    The part of *rng* that has begun: up to the end of today in the range's own zone
+    (a period in progress counts its current day), or the whole range once it is past.
+    None for a range that starts after today.
+    """
+    zone = rng.start.tzinfo
+    local = now.astimezone(zone)
+    tomorrow = datetime(local.year, local.month, local.day, tzinfo=zone) + timedelta(days=1)
+    end = min(rng.end, tomorrow)
+    return DateRange(rng.start, end) if end > rng.start else None
+
+
+#: Periods whose lengths differ by more than this fraction get a note under the table:
+#: whole calendar months (28 to 31 days, up to 9.7 % apart) against each other mostly do
+#: not (Feb against Jan does), month-to-date against a whole month does.
+LENGTH_TOLERANCE: Final = 0.05
+
+
+def _instant_option(value: datetime) -> str:
+    midnight = value.hour == value.minute == value.second == value.microsecond == 0
+    return f"{value:%Y-%m-%d}" if midnight else format_instant(value)
+
+
+def length_note(
+    comparison: FunnelComparison,
+    *,
+    base_spec: RangeSpec | None,
+    now: datetime,
+) -> Text | None:
+    """
+    A note for under the table when the base and a compared period differ in length:
+    ``this-month`` on the 1st is one day so far, ``last-month`` thirty, and totals
+    (counts, values) grow with the days counted. It says how long each is and points at
+    the ``same-days-*`` comparison of the base's days so far. None when they match.
+
+    A period in progress counts up to the end of today (*now* in its own zone): that is
+    all Close has to count, whatever the range's end.
+    """
+    base = comparison.base_range
+    covered = None if base is None else _covered(base, now)
+    if base is None or covered is None:
+        return None
+    base_length = covered.end - covered.start
+    lines: list[str] = []
+    pointers: dict[str, None] = {}  # same-days names that land on a mismatched period
+    point = False
+    for period in comparison.comparisons:
+        compared = period.compared_range
+        seen = None if compared is None else _covered(compared, now)
+        if compared is None or seen is None:
+            continue
+        length = seen.end - seen.start
+        if abs(length - base_length) <= LENGTH_TOLERANCE * max(length, base_length):
+            continue
+        named = isinstance(period.compared, str)
+        name = f"{range_label(period.compared)} " if named else ""
+        lines.append(f"{name}{range_label(compared)} is {_days(length)}")
+        if period.compared in SAME_DAYS_RANGES:
+            continue  # the same days already; the calendar made them differ
+        point = True
+        zone = covered.start.tzinfo or UTC
+        for same in SAME_DAYS_RANGES:
+            if shift_same_days(covered, same, zone=zone).start == compared.start:
+                pointers[same] = None
+    if not lines:
+        return None
+    so_far = " so far" if covered.end < base.end else ""
+    base_name = f"{range_label(base_spec)} " if isinstance(base_spec, str) else ""
+    text = (
+        f"The periods differ in length: {base_name}{range_label(covered)} is "
+        f"{_days(base_length)}{so_far}; " + "; ".join(lines) + "."
+    )
+    if point:
+        names = " ".join(f"--compare {same}" for same in pointers)
+        text += (
+            " Totals grow with the days counted: for the same days, use "
+            f"--from {_instant_option(covered.start)} --to {_instant_option(covered.end)} "
+            + (names or "with --compare same-days-last-week|month|quarter|year")
+            + "."
+        )
+    return Text(text, style="yellow")
 
 
 # -- tables --------------------------------------------------------------------------------
@@ -165,6 +282,13 @@ def _header(label: str) -> str:
     return label.replace(", ", "\n", 1)
 
 
+def _caption(table: Table, caption: str | None) -> None:
+    if caption is not None:
+        table.caption = caption + "\n"  # a blank line before the next table's title
+        table.caption_justify = "left"
+        table.caption_style = "dim"
+
+
 def _user_name(user_id: str, names: Mapping[str, str]) -> str:
     return names.get(user_id, user_id)
 
@@ -174,9 +298,14 @@ def _user_cell(user_id: str, names: Mapping[str, str]) -> Text:
 
 
 def totals_tables(
-    totals: FunnelTotals, *, title: str, user_names: Mapping[str, str] | None = None
+    totals: FunnelTotals,
+    *,
+    title: str,
+    user_names: Mapping[str, str] | None = None,
+    caption: str | None = None,
 ) -> list[Table]:
-    """One report: a table of the ten metrics, then a table per user."""
+    """One report: a table of the ten metrics, then a table per user (*caption* under
+    the first)."""
     names = user_names or {}
     tables: list[Table] = []
     if totals.aggregations is not None:
@@ -203,6 +332,7 @@ def totals_tables(
     if not rows:
         users.add_row(Text("no opportunities in scope", style="dim"), *([""] * len(shown)))
     tables.append(users)
+    _caption(tables[0], caption)
     return tables
 
 
@@ -213,10 +343,12 @@ def comparison_tables(
     base_label: str,
     compared_labels: Sequence[str],
     user_names: Mapping[str, str] | None = None,
+    caption: str | None = None,
 ) -> list[Table]:
     """
     A comparison: the ten metrics against each compared period (value, Δ, % change),
-    then per user the headline numbers with the change in value won per compared period.
+    then per user the headline numbers with the change in value won per compared period
+    (*caption*, such as the periods' dates, under the first table).
     """
     names = user_names or {}
     periods = comparison.comparisons
@@ -250,6 +382,7 @@ def comparison_tables(
             table.add_row(*cells)
         tables.append(table)
     tables.append(_users_comparison_table(comparison, title, base_label, compared_labels, names))
+    _caption(tables[0], caption)
     return tables
 
 
@@ -266,7 +399,7 @@ def _users_comparison_table(
     for metric in shown:
         _number_column(users, METRIC_LABELS[metric])
     for label in compared_labels:
-        _number_column(users, f"Value won vs\n{label}")
+        _number_column(users, f"Value won vs\n{_header(label)}")
     # Every user seen in any period, in a stable order: the outer join of each period
     # already starts with the base users, so collect ids across periods.
     order: dict[str, None] = {}
@@ -372,13 +505,20 @@ def _csv_cell(value: object) -> str:
 
 
 def _user_rows(
-    period: str, rng: str, rows: Iterable[FunnelMetrics], prefix: Sequence[str]
+    period: str,
+    rng: str,
+    resolved: DateRange | None,
+    rows: Iterable[FunnelMetrics],
+    prefix: Sequence[str],
 ) -> list[list[str]]:
     out: list[list[str]] = []
+    bounds = (
+        ("", "") if resolved is None else tuple(map(format_instant, (resolved.start, resolved.end)))
+    )
     for row in rows:
         user_id = str(getattr(row, "user_id", ""))
         cells = [_csv_cell(getattr(row, metric)) for metric in METRIC_NAMES]
-        texts = [csv_text(text) for text in (*prefix, period, rng, user_id)]
+        texts = [csv_text(text) for text in (*prefix, period, rng, *bounds, user_id)]
         out.append([*texts, *cells])
     return out
 
@@ -386,8 +526,12 @@ def _user_rows(
 def totals_csv_rows(
     totals: FunnelTotals, *, base_range: RangeSpec | None, prefix: Sequence[str] = ()
 ) -> list[list[str]]:
-    """One row per user: ``base``, the range, ``user_id`` and the ten metrics in Close's units."""
-    return _user_rows("base", range_text(base_range), totals.data, prefix)
+    """
+    One row per user: ``base``, the range as given and as resolved (``start``, ``end``;
+    empty when the report does not know it), ``user_id`` and the ten metrics in Close's
+    units.
+    """
+    return _user_rows("base", range_text(base_range), totals.range, totals.data, prefix)
 
 
 def comparison_csv_rows(
@@ -396,7 +540,13 @@ def comparison_csv_rows(
     """The base period's user rows, then each compared period's (period ``compared``)."""
     rows = totals_csv_rows(comparison.base, base_range=base_range, prefix=prefix)
     for period in comparison.comparisons:
-        rows += _user_rows("compared", range_text(period.compared), period.totals.data, prefix)
+        rows += _user_rows(
+            "compared",
+            range_text(period.compared),
+            period.compared_range,
+            period.totals.data,
+            prefix,
+        )
     return rows
 
 

@@ -37,6 +37,18 @@ def build_queries() -> list[cf.FunnelQuery]:
     return [active, created]
 
 
+def tables(comparison: cf.FunnelComparison, users: list[cf.User]) -> str:
+    """Tidy records, frames and stored comparisons."""
+    records: list[dict[str, object]] = comparison.to_records(names=users)
+    named: list[dict[str, object]] = comparison.base.to_records(names={"user_1": "Ann"})
+    frame = comparison.to_pandas()  # pandas ships no types: Any here
+    polars_frame = comparison.to_polars(names=users)
+    height: int = polars_frame.height + comparison.base.to_polars().height
+    stored: cf.FunnelComparison = cf.FunnelComparison.from_json(comparison.to_json())
+    del records, named, frame, height, stored
+    return comparison.to_csv(names=users)
+
+
 def decode_and_merge() -> cf.FunnelComparison:
     """Decoding, encoding and merging stored reports."""
     base = cf.FunnelTotals.from_json(REPORT_BODY)

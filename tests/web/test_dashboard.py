@@ -150,7 +150,7 @@ async def test_csv_cells_from_strangers_cannot_be_formulas(
             rows = list(csv.reader(io.StringIO(await response.text())))
         async with http.get(path) as response:
             disposition = response.headers["Content-Disposition"]
-    assert rows[1][2] == "'" + hostile
+    assert rows[1][rows[0].index("user_id")] == "'" + hostile
     assert disposition == 'attachment; filename="funnel-pipe___x.csv"'
 
 
