@@ -24,6 +24,7 @@ import ipaddress
 import json
 import os
 import socket
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -167,6 +168,10 @@ def _serve_workers(
                 "redis": connection.redis,
                 "cache_ttl": ns.cache_ttl,
                 "token": token,
+                # The emulator's fixed clock (--now), so workers resolve ranges on it too.
+                "now": connection.now.isoformat()
+                if connection.emulator and connection.now is not None
+                else None,
             }
         )
         # The description holds the API key: it leaves this process's environment however
@@ -205,6 +210,7 @@ def worker_app() -> FastAPI:
     from closefunnel.fastapi import create_app
 
     spec = json.loads(os.environ[WORKER_ENV])
+    fixed = None if spec.get("now") is None else datetime.fromisoformat(spec["now"])
 
     def make_client() -> Client:
         return Client(
@@ -213,6 +219,7 @@ def worker_app() -> FastAPI:
             tz_offset=spec["tz_offset"],
             max_concurrency=spec["max_concurrency"],
             redis=spec["redis"],
+            clock=None if fixed is None else (lambda: fixed),
         )
 
     return create_app(
