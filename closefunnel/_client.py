@@ -27,6 +27,7 @@ import aiohttp
 
 from closefunnel._bulk import BulkItem, ProgressCallback, all_or_first_error, stream
 from closefunnel._compare import FunnelComparison, merge_comparison
+from closefunnel._environment import client_defaults
 from closefunnel._errors import (
     ClientClosedError,
     CloseFunnelError,
@@ -44,7 +45,6 @@ from closefunnel._redact import redact_error
 from closefunnel._redis_gate import RedisGate, RedisHealth
 from closefunnel._retry import RetryPolicy, call_with_retries
 from closefunnel._sansio import (
-    DEFAULT_BASE_URL,
     Format,
     HttpRequest,
     build_get_request,
@@ -77,9 +77,10 @@ class Client:
 
     Args:
         api_key: A Close API key (sent as Basic auth), or
-        token: an OAuth access token (sent as Bearer). Exactly one is required.
+        token: an OAuth access token (sent as Bearer). At most one; with neither, the
+            key is read from ``CLOSE_API_KEY`` (as the command line does).
         base_url: The API root; point it at :class:`closefunnel.emulator.Emulator`'s
-            ``base_url`` in tests.
+            ``base_url`` in tests. Not given: ``CLOSE_BASE_URL``, else Close's.
         tz_offset: Hours from UTC sent as ``X-TZ-Offset``, so relative ranges such as
             ``this-month`` follow your calendar (None: Close's default, UTC).
         max_concurrency: Requests in flight at once per endpoint group.
@@ -97,9 +98,6 @@ class Client:
             (``this-month``) and same-days shifts are resolved on it into the absolute
             ranges results carry (``FunnelTotals.range``, ``FunnelComparison.base_range``).
             Default: the system clock. Tests point it at the emulator's ``now``.
-
-    Raises:
-        InvalidQueryError: an option is invalid, naming the field and the rule.
         redis: Share the rate-limit gate with every process using this Redis (a URL, or
             a ``redis.asyncio.Redis``, which the client never closes): one budget per
             credential and endpoint group for all workers and hosts on the key. Needs
@@ -109,6 +107,9 @@ class Client:
             when Redis answers again; ``"fail"`` raises :class:`GateUnavailableError`.
         redis_prefix: The namespace of the shared gate's keys: clients share a gate when
             they use the same Redis, prefix and credential.
+
+    Raises:
+        InvalidQueryError: an option is invalid, naming the field and the rule.
     """
 
     def __init__(
@@ -116,7 +117,7 @@ class Client:
         *,
         api_key: str | None = None,
         token: str | None = None,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         tz_offset: float | None = None,
         max_concurrency: int = 8,
         timeout: float = 30.0,
@@ -129,6 +130,7 @@ class Client:
         redis_prefix: str = "closefunnel",
         clock: Callable[[], datetime] | None = None,
     ) -> None:
+        api_key, base_url = client_defaults(api_key=api_key, token=token, base_url=base_url)
         options = ClientOptions(
             api_key=api_key,
             token=token,

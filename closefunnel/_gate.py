@@ -22,6 +22,7 @@ import collections
 import contextlib
 import math
 import random
+from collections.abc import Callable
 from typing import Protocol
 
 import attrs
@@ -139,6 +140,10 @@ class RateLimitGate:
         max_concurrency: The most requests in flight at once.
         max_hold: The longest any hold lasts before one probe goes out.
         seed: Seed for the pause jitter (None = random).
+        held_elsewhere: How many of this process's requests in flight hold a permit of
+            another gate of the same group (the shared gate's leases still out while it
+            falls back to this one): they count against *max_concurrency* too. Call
+            :meth:`wake` when that number drops.
     """
 
     def __init__(
@@ -148,11 +153,13 @@ class RateLimitGate:
         max_concurrency: int,
         max_hold: float = math.inf,
         seed: int | None = None,
+        held_elsewhere: Callable[[], int] | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         self.group = group
         self._cap = max_concurrency
+        self._elsewhere = held_elsewhere
         self._rng = random.Random(seed)
         self._budget = Budget(max_hold=max_hold)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -221,6 +228,11 @@ class RateLimitGate:
 
     # -- dispatching ---------------------------------------------------------------
 
+    def wake(self) -> None:
+        """Permits held elsewhere were given back: grant to whoever may go now."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._dispatch()
+
     def _dispatch(self) -> None:
         loop = self._loop
         assert loop is not None  # set by acquire() before anything is queued
@@ -230,8 +242,9 @@ class RateLimitGate:
             if head.done():
                 self._waiters.popleft()
                 continue
-            if budget.in_flight >= self._cap or budget.blocked():
-                return  # the next answer or release dispatches again
+            elsewhere = 0 if self._elsewhere is None else self._elsewhere()
+            if budget.in_flight + elsewhere >= self._cap or budget.blocked():
+                return  # the next answer or release (or wake()) dispatches again
             now = loop.time()
             ready = budget.ready_at(now)
             if ready > now:

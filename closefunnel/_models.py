@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import operator
 from collections import Counter
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -32,8 +32,15 @@ from closefunnel._convert import (
     write_csv_records,
 )
 from closefunnel._errors import ResponseDecodeError
+from closefunnel._frames import pandas_frame, polars_frame
+from closefunnel._html import notebook_html
 from closefunnel._query import DateRange
+from closefunnel._records import Names, totals_columns, totals_records, totals_rows, user_names
 from closefunnel._vocabulary import METRIC_NAMES
+
+if TYPE_CHECKING:
+    import pandas
+    import polars
 
 __all__ = [
     "CSV_COLUMNS",
@@ -142,6 +149,63 @@ class FunnelTotals:
     def to_csv(self) -> str:
         """Encode the per-user rows as the CSV Close sends for ``Accept: text/csv``."""
         return encode_totals_csv(self)
+
+    def _repr_html_(self) -> str:
+        """
+        The notebook view: the CLI's tables (and a funnel chart) as an HTML fragment, user
+        ids escaped, the per-user table cut to the top rows by value won (the rest counted).
+        """
+        return notebook_html(self)
+
+    def to_records(self, *, names: Names | None = None) -> list[dict[str, Any]]:
+        """
+        The report as a tidy table: one dict per (user, metric), the aggregate first.
+
+        Keys, in order: ``base_start``, ``base_end`` (the report's :attr:`range`, aware
+        datetimes; None for a report decoded from a body that did not record it),
+        ``user_id`` (None for the aggregate rows), ``user_name`` (only with *names*),
+        ``metric`` (in :data:`METRIC_NAMES` order), ``base`` (the value as the report holds
+        it: counts and cents are ints). The names are the ones of
+        ``FunnelComparison.to_records`` less the compared keys, so tables of reports and of
+        comparisons line up. Aggregate rows come first (none for a CSV report), then each
+        user in report order.
+
+        Args:
+            names: ``{user_id: name}`` or the list ``client.users()`` returns: adds
+                ``user_name`` (None for the aggregate rows and users it does not name).
+
+        Raises:
+            InvalidQueryError: *names* is neither.
+        """
+        return totals_records(self, names=names)
+
+    def to_pandas(self, *, names: Names | None = None) -> pandas.DataFrame:
+        """
+        :meth:`to_records` as a pandas DataFrame (extra ``closefunnel[pandas]``): aware
+        UTC datetimes, ``Float64`` values, a categorical ``metric``, ``string`` text.
+
+        Raises:
+            ImportError: pandas is not installed (the message names the extra).
+            InvalidQueryError: *names* is not a mapping or a list of users.
+        """
+        lookup = user_names(names)
+        columns = totals_columns(names=lookup is not None)
+        rows = totals_rows(self, names=lookup)
+        return pandas_frame(columns, rows, method="FunnelTotals.to_pandas")
+
+    def to_polars(self, *, names: Names | None = None) -> polars.DataFrame:
+        """
+        :meth:`to_records` as a polars DataFrame (extra ``closefunnel[polars]``), with the
+        dtypes of :meth:`to_pandas`.
+
+        Raises:
+            ImportError: polars is not installed (the message names the extra).
+            InvalidQueryError: *names* is not a mapping or a list of users.
+        """
+        lookup = user_names(names)
+        columns = totals_columns(names=lookup is not None)
+        rows = totals_rows(self, names=lookup)
+        return polars_frame(columns, rows, method="FunnelTotals.to_polars")
 
 
 def _unstructure_totals(totals: FunnelTotals) -> dict[str, object]:
