@@ -24,6 +24,7 @@ from closefunnel._records import (
     comparison_columns,
     comparison_records,
     comparison_rows,
+    comparison_table,
     csv_cell,
     records_csv,
     user_names,
@@ -215,10 +216,7 @@ class FunnelComparison:
             ImportError: pandas is not installed (the message names the extra).
             InvalidQueryError: *names* is not a mapping or a list of users.
         """
-        lookup = user_names(names)
-        columns = comparison_columns(names=lookup is not None)
-        rows = comparison_rows(self, names=lookup)
-        return pandas_frame(columns, rows, method="FunnelComparison.to_pandas")
+        return pandas_frame(*comparison_table(self, names), method="FunnelComparison.to_pandas")
 
     def to_polars(self, *, names: Names | None = None) -> polars.DataFrame:
         """
@@ -229,10 +227,7 @@ class FunnelComparison:
             ImportError: polars is not installed (the message names the extra).
             InvalidQueryError: *names* is not a mapping or a list of users.
         """
-        lookup = user_names(names)
-        columns = comparison_columns(names=lookup is not None)
-        rows = comparison_rows(self, names=lookup)
-        return polars_frame(columns, rows, method="FunnelComparison.to_polars")
+        return polars_frame(*comparison_table(self, names), method="FunnelComparison.to_polars")
 
     def to_csv(self, *, names: Names | None = None) -> str:
         """

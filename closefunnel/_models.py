@@ -35,7 +35,7 @@ from closefunnel._errors import ResponseDecodeError
 from closefunnel._frames import pandas_frame, polars_frame
 from closefunnel._html import notebook_html
 from closefunnel._query import DateRange
-from closefunnel._records import Names, totals_columns, totals_records, totals_rows, user_names
+from closefunnel._records import Names, totals_records, totals_table
 from closefunnel._vocabulary import METRIC_NAMES
 
 if TYPE_CHECKING:
@@ -188,10 +188,7 @@ class FunnelTotals:
             ImportError: pandas is not installed (the message names the extra).
             InvalidQueryError: *names* is not a mapping or a list of users.
         """
-        lookup = user_names(names)
-        columns = totals_columns(names=lookup is not None)
-        rows = totals_rows(self, names=lookup)
-        return pandas_frame(columns, rows, method="FunnelTotals.to_pandas")
+        return pandas_frame(*totals_table(self, names), method="FunnelTotals.to_pandas")
 
     def to_polars(self, *, names: Names | None = None) -> polars.DataFrame:
         """
@@ -202,10 +199,7 @@ class FunnelTotals:
             ImportError: polars is not installed (the message names the extra).
             InvalidQueryError: *names* is not a mapping or a list of users.
         """
-        lookup = user_names(names)
-        columns = totals_columns(names=lookup is not None)
-        rows = totals_rows(self, names=lookup)
-        return polars_frame(columns, rows, method="FunnelTotals.to_polars")
+        return polars_frame(*totals_table(self, names), method="FunnelTotals.to_polars")
 
 
 def _unstructure_totals(totals: FunnelTotals) -> dict[str, object]:

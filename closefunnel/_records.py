@@ -38,12 +38,14 @@ __all__ = [
     "comparison_columns",
     "comparison_records",
     "comparison_rows",
+    "comparison_table",
     "csv_cell",
     "records_csv",
     "spreadsheet_text",
     "totals_columns",
     "totals_records",
     "totals_rows",
+    "totals_table",
     "user_names",
 ]
 
@@ -189,6 +191,22 @@ def _with_name(columns: tuple[str, ...]) -> tuple[str, ...]:
 
 def _same(value: Any) -> Any:
     return value
+
+
+def totals_table(
+    totals: _Totals, names: Names | None
+) -> tuple[tuple[str, ...], Iterator[tuple[Any, ...]]]:
+    """The columns and rows of a report's records (*names* as ``names=`` takes them)."""
+    lookup = user_names(names)
+    return totals_columns(names=lookup is not None), totals_rows(totals, names=lookup)
+
+
+def comparison_table(
+    comparison: _Comparison, names: Names | None
+) -> tuple[tuple[str, ...], Iterator[tuple[Any, ...]]]:
+    """The columns and rows of a comparison's records (*names* as ``names=`` takes them)."""
+    lookup = user_names(names)
+    return comparison_columns(names=lookup is not None), comparison_rows(comparison, names=lookup)
 
 
 def totals_rows(
