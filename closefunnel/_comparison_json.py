@@ -14,8 +14,7 @@ and each report's users must be unique, exactly as for a report the client decod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
@@ -23,6 +22,7 @@ from closefunnel._convert import CONVERTER, decode_json
 from closefunnel._errors import ResponseDecodeError
 from closefunnel._models import FunnelTotals, _unique_users
 from closefunnel._query import Compared, DateRange
+from closefunnel._shapes import ComparisonLike
 from closefunnel._vocabulary import RELATIVE_RANGES, SAME_DAYS_RANGES
 
 __all__ = ["StoredComparison", "StoredPeriod", "comparison_body", "decode_comparison"]
@@ -44,29 +44,7 @@ class StoredComparison:
     comparisons: tuple[StoredPeriod, ...]
 
 
-class _Period(Protocol):
-    @property
-    def compared(self) -> Compared: ...
-
-    @property
-    def totals(self) -> FunnelTotals: ...
-
-    @property
-    def aggregations(self) -> object | None: ...
-
-    @property
-    def users(self) -> Sequence[object]: ...
-
-
-class _Comparison(Protocol):
-    @property
-    def base(self) -> FunnelTotals: ...
-
-    @property
-    def comparisons(self) -> Sequence[_Period]: ...
-
-
-def comparison_body(comparison: _Comparison) -> dict[str, Any]:
+def comparison_body(comparison: ComparisonLike) -> dict[str, Any]:
     """The JSON value of *comparison* (what ``to_json`` and the command line write)."""
     unstructure = CONVERTER.unstructure
     return {

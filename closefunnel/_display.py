@@ -33,6 +33,7 @@ __all__ = [
     "ChangeMark",
     "Number",
     "Tone",
+    "bar_length",
     "change_mark",
     "clean",
     "format_delta",
@@ -82,6 +83,19 @@ _DAY: Final = 86_400
 _HUGE: Final = 1e12
 
 Number = int | float
+
+
+def bar_length(value: Number | None) -> float:
+    """What a chart's bar is drawn from: 0 for a missing, negative, non-finite or absurdly
+    big number (a hostile report must not blow a chart's scale up or crash it)."""
+    if value is None:
+        return 0.0
+    try:
+        number = float(value)
+    except OverflowError:
+        return 0.0
+    return number if math.isfinite(number) and number > 0 else 0.0
+
 
 # C0 controls but tab and newline, DEL, C1 controls (ESC and CSI/OSC among them), and the
 # bidirectional overrides and isolates that reorder what a line appears to say.

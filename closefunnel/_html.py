@@ -26,9 +26,8 @@ The renderer knows reports only by their shape (the protocols below), not by cla
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Mapping, Sequence
-from typing import Final, Protocol, runtime_checkable
+from typing import Final
 
 from closefunnel._display import (
     FUNNEL_STAGES,
@@ -36,6 +35,7 @@ from closefunnel._display import (
     METRIC_LABELS,
     NONE,
     Number,
+    bar_length,
     change_mark,
     clean,
     format_delta,
@@ -43,7 +43,8 @@ from closefunnel._display import (
     range_label,
     sort_key,
 )
-from closefunnel._query import Compared, DateRange, format_instant
+from closefunnel._query import DateRange, format_instant
+from closefunnel._shapes import ComparisonLike, DeltaLike, PeriodLike, TotalsLike, UserRow
 from closefunnel._version import __version__
 
 __all__ = [
@@ -83,56 +84,6 @@ _COMPARISON_USER_METRICS: Final = ("count", "count_total_won", "count_win_rate",
 # -- what a report looks like to the renderer ------------------------------------------------
 
 
-class UserRow(Protocol):
-    """A per-user row: a ``user_id`` and one attribute per metric (values or Deltas)."""
-
-    @property
-    def user_id(self) -> str: ...
-
-
-class TotalsLike(Protocol):
-    """The shape of a :class:`~closefunnel.FunnelTotals`."""
-
-    @property
-    def aggregations(self) -> object: ...
-
-    @property
-    def data(self) -> Sequence[UserRow]: ...
-
-    @property
-    def range(self) -> DateRange | None: ...
-
-
-class PeriodLike(Protocol):
-    """The shape of a :class:`~closefunnel.ComparedPeriod`."""
-
-    @property
-    def compared(self) -> Compared: ...
-
-    @property
-    def totals(self) -> TotalsLike: ...
-
-    @property
-    def aggregations(self) -> object: ...
-
-    @property
-    def users(self) -> Sequence[UserRow]: ...
-
-    @property
-    def compared_range(self) -> DateRange | None: ...
-
-
-@runtime_checkable
-class ComparisonLike(Protocol):
-    """The shape of a :class:`~closefunnel.FunnelComparison`."""
-
-    @property
-    def base(self) -> TotalsLike: ...
-
-    @property
-    def comparisons(self) -> Sequence[PeriodLike]: ...
-
-
 Report = TotalsLike | ComparisonLike
 
 
@@ -145,19 +96,6 @@ def _text(value: str) -> str:
     return html.escape(clean(value), quote=True)
 
 
-class DeltaLike(Protocol):
-    """The shape of a :class:`~closefunnel.Delta`."""
-
-    @property
-    def compared(self) -> Number | None: ...
-
-    @property
-    def delta(self) -> Number | None: ...
-
-    @property
-    def change(self) -> float | None: ...
-
-
 def _value(row: object, metric: str) -> Number | None:
     """One metric's value from a report's or a user's metrics."""
     value: Number | None = getattr(row, metric)
@@ -168,17 +106,6 @@ def _delta(row: object, metric: str) -> DeltaLike:
     """One metric's Delta from a compared period's (or a user's) deltas."""
     value: DeltaLike = getattr(row, metric)
     return value
-
-
-def _finite(value: Number | None) -> float:
-    """A bar's length: 0 for a missing, negative, non-finite or absurdly big number."""
-    if value is None:
-        return 0.0
-    try:
-        number = float(value)
-    except OverflowError:
-        return 0.0
-    return number if math.isfinite(number) and number > 0 else 0.0
 
 
 # -- periods ---------------------------------------------------------------------------------
@@ -238,7 +165,7 @@ def _chart(title: str, labels: Sequence[str], funnels: Sequence[object]) -> str:
     ``currentColor``, so it follows the page's light or dark scheme.
     """
     stages = [[_value(f, stage) for stage in FUNNEL_STAGES] for f in funnels]
-    top = max((_finite(v) for values in stages for v in values), default=0.0) or 1.0
+    top = max((bar_length(v) for values in stages for v in values), default=0.0) or 1.0
     plot = _HEIGHT - _TOP - _BOTTOM
     group = (_WIDTH - 2 * _SIDE) / len(FUNNEL_STAGES)
     bar = min(56.0, group * 0.8 / max(1, len(funnels)))
@@ -253,13 +180,13 @@ def _chart(title: str, labels: Sequence[str], funnels: Sequence[object]) -> str:
         left = _SIDE + s * group + (group - bar * len(funnels)) / 2
         for p, values in enumerate(stages):
             value = values[s]
-            height = plot * _finite(value) / top
+            height = plot * bar_length(value) / top
             x, y = left + p * bar, _TOP + plot - height
             shown = format_value(stage, value)
             share = ""
-            opportunities = _finite(values[0])
+            opportunities = bar_length(values[0])
             if s and opportunities:
-                share = f" ({_finite(value) / opportunities:.1%} of opportunities)"
+                share = f" ({bar_length(value) / opportunities:.1%} of opportunities)"
             tip = f"{labels[p]}: {METRIC_LABELS[stage]} {shown}{share}"
             parts.append(
                 f'<rect x="{x + 2:.1f}" y="{y:.1f}" width="{bar - 4:.1f}" height="{height:.1f}" '

@@ -29,6 +29,7 @@ from typing import Any, Final, Protocol
 from closefunnel._display import range_text
 from closefunnel._errors import InvalidQueryError
 from closefunnel._query import DateRange, format_instant
+from closefunnel._shapes import ComparisonLike, DeltaLike, TotalsLike
 from closefunnel._vocabulary import METRIC_NAMES
 
 __all__ = [
@@ -81,53 +82,6 @@ class _Named(Protocol):
 
 #: What ``names=`` takes: ``{user_id: name}``, or the list ``client.users()`` returns.
 Names = Mapping[str, str] | Iterable[_Named]
-
-
-class _Delta(Protocol):
-    @property
-    def base(self) -> int | float | None: ...
-
-    @property
-    def compared(self) -> int | float | None: ...
-
-    @property
-    def delta(self) -> int | float | None: ...
-
-    @property
-    def change(self) -> float | None: ...
-
-
-class _Totals(Protocol):
-    @property
-    def range(self) -> DateRange | None: ...
-
-    @property
-    def aggregations(self) -> object | None: ...
-
-    @property
-    def data(self) -> Sequence[object]: ...
-
-
-class _Period(Protocol):
-    @property
-    def compared(self) -> str | DateRange: ...
-
-    @property
-    def compared_range(self) -> DateRange | None: ...
-
-    @property
-    def aggregations(self) -> object | None: ...
-
-    @property
-    def users(self) -> Sequence[object]: ...
-
-
-class _Comparison(Protocol):
-    @property
-    def base_range(self) -> DateRange | None: ...
-
-    @property
-    def comparisons(self) -> Sequence[_Period]: ...
 
 
 def user_names(names: Names | None) -> dict[str, str] | None:
@@ -194,7 +148,7 @@ def _same(value: Any) -> Any:
 
 
 def totals_table(
-    totals: _Totals, names: Names | None
+    totals: TotalsLike, names: Names | None
 ) -> tuple[tuple[str, ...], Iterator[tuple[Any, ...]]]:
     """The columns and rows of a report's records (*names* as ``names=`` takes them)."""
     lookup = user_names(names)
@@ -202,7 +156,7 @@ def totals_table(
 
 
 def comparison_table(
-    comparison: _Comparison, names: Names | None
+    comparison: ComparisonLike, names: Names | None
 ) -> tuple[tuple[str, ...], Iterator[tuple[Any, ...]]]:
     """The columns and rows of a comparison's records (*names* as ``names=`` takes them)."""
     lookup = user_names(names)
@@ -210,7 +164,7 @@ def comparison_table(
 
 
 def totals_rows(
-    totals: _Totals, *, names: Mapping[str, str] | None, cell: Callable[[Any], Any] = _same
+    totals: TotalsLike, *, names: Mapping[str, str] | None, cell: Callable[[Any], Any] = _same
 ) -> Iterator[tuple[Any, ...]]:
     """
     The rows of :func:`totals_records` as tuples in :func:`totals_columns` order; *cell*
@@ -235,7 +189,10 @@ def totals_rows(
 
 
 def comparison_rows(
-    comparison: _Comparison, *, names: Mapping[str, str] | None, cell: Callable[[Any], Any] = _same
+    comparison: ComparisonLike,
+    *,
+    names: Mapping[str, str] | None,
+    cell: Callable[[Any], Any] = _same,
 ) -> Iterator[tuple[Any, ...]]:
     """
     The rows of :func:`comparison_records` as tuples in :func:`comparison_columns` order;
@@ -261,11 +218,11 @@ def comparison_rows(
             groups.append((head, row))
         for head, deltas in groups:
             for metric, shown in metrics:
-                d: _Delta = getattr(deltas, metric)
+                d: DeltaLike = getattr(deltas, metric)
                 yield (*head, shown, d.base, d.compared, d.delta, d.change)
 
 
-def totals_records(totals: _Totals, *, names: Names | None = None) -> list[dict[str, Any]]:
+def totals_records(totals: TotalsLike, *, names: Names | None = None) -> list[dict[str, Any]]:
     """
     One dict per (user, metric) of a report, the aggregate rows (``user_id`` None) first.
 
@@ -280,7 +237,7 @@ def totals_records(totals: _Totals, *, names: Names | None = None) -> list[dict[
 
 
 def comparison_records(
-    comparison: _Comparison, *, names: Names | None = None
+    comparison: ComparisonLike, *, names: Names | None = None
 ) -> list[dict[str, Any]]:
     """One dict per (compared period, user, metric); see ``FunnelComparison.to_records``."""
     lookup = user_names(names)

@@ -14,7 +14,6 @@ out. Its only text from a response is the title (a pipeline name), which goes th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Final
 
@@ -23,7 +22,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 from rich.text import Text
 
-from closefunnel._display import FUNNEL_STAGES, METRIC_LABELS, Number, format_value
+from closefunnel._display import FUNNEL_STAGES, METRIC_LABELS, bar_length, format_value
 from closefunnel._models import FunnelMetrics
 from closefunnel.cli._render import plain
 
@@ -48,17 +47,6 @@ def bar(fraction: float, width: int) -> str:
     return _FULL * full + (_EIGHTHS[rest] if rest else "")
 
 
-def _length(value: Number | None) -> float:
-    """What a bar is drawn from: 0 for a missing, negative, non-finite or absurd number."""
-    if value is None:
-        return 0.0
-    try:
-        number = float(value)
-    except OverflowError:
-        return 0.0
-    return number if math.isfinite(number) and number > 0 else 0.0
-
-
 @attrs.frozen
 class FunnelChart:
     """
@@ -77,7 +65,7 @@ class FunnelChart:
             [format_value(stage, v) for stage, v in zip(FUNNEL_STAGES, row, strict=True)]
             for row in values
         ]
-        top = max((_length(v) for row in values for v in row), default=0.0) or 1.0
+        top = max((bar_length(v) for row in values for v in row), default=0.0) or 1.0
         label_width = max(len(METRIC_LABELS[stage]) for stage in FUNNEL_STAGES)
         number_width = max((len(t) for row in texts for t in row), default=1)
         columns = max(1, len(self.periods))
@@ -104,7 +92,7 @@ class FunnelChart:
             cells: list[Text | str] = [METRIC_LABELS[stage]]
             for index, row in enumerate(values):
                 style = _STYLES[index % len(_STYLES)]
-                drawn = bar(_length(row[s]) / top, width)
+                drawn = bar(bar_length(row[s]) / top, width)
                 cells.append(Text.assemble((drawn, style), " ", texts[index][s]))
             table.add_row(*cells)
         yield table
