@@ -48,7 +48,7 @@ from closefunnel.cli._console import Console
 from closefunnel.cli._failures import UsageError, failure_message
 from closefunnel.cli._status import ExitStatus
 
-__all__ = ["bulk", "emulator", "pipelines", "totals", "users"]
+__all__ = ["bulk", "charted", "emulator", "pipelines", "show_chart", "totals", "users"]
 
 Result = FunnelTotals | FunnelComparison
 
@@ -111,7 +111,7 @@ def _chart(result: Result, query: FunnelQuery, *, pipeline_name: str) -> FunnelC
     return FunnelChart(f"{_title(query, pipeline_name)}: funnel", periods)
 
 
-def _charted(
+def charted(
     result: Result, query: FunnelQuery, tables: list[Table], *, pipeline_name: str, show: bool
 ) -> list[RenderableType]:
     """*tables* with the funnel chart after the metrics table, when *show* and it has one."""
@@ -121,7 +121,7 @@ def _charted(
     return [tables[0], chart, *tables[1:]]
 
 
-def _show_chart(ns: argparse.Namespace, console: Console) -> bool:
+def show_chart(ns: argparse.Namespace, console: Console) -> bool:
     """Charts are for people: on a terminal, unless ``--no-chart``; never into a pipe."""
     return not ns.no_chart and console.rich().is_terminal
 
@@ -210,9 +210,9 @@ def totals(ns: argparse.Namespace, console: Console) -> ExitStatus:
     else:
         name = pipeline_names.get(query.pipeline, query.pipeline)
         tables = _tables(result, query, pipeline_name=name, user_names=user_names)
-        show = _show_chart(ns, console)
+        show = show_chart(ns, console)
         console.show(
-            *_charted(result, query, tables, pipeline_name=name, show=show),
+            *charted(result, query, tables, pipeline_name=name, show=show),
             *_length_notes([(result, query)], connection),
         )
     return ExitStatus.OK
@@ -302,12 +302,12 @@ def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
         console.write(_render.write_csv(rows, header=("pipeline", *_render.CSV_HEADER)))
     elif ns.format == "table":
         shown: list[RenderableType] = []
-        show = _show_chart(ns, console)
+        show = show_chart(ns, console)
         done = [(item.result, item.query) for item in items if item.result is not None]
         for result, query in done:
             name = pipeline_names.get(query.pipeline, query.pipeline)
             tables = _tables(result, query, pipeline_name=name, user_names=user_names)
-            shown += _charted(result, query, tables, pipeline_name=name, show=show)
+            shown += charted(result, query, tables, pipeline_name=name, show=show)
         console.show(*shown, *_length_notes(done, connection))
     failures = [
         (

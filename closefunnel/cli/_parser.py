@@ -191,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="compare this month with last month and last year on a built-in emulator",
         description="Start the Close API emulator in-process (demo organization), fetch this "
-        "month to date against the same days last month and last year for every pipeline "
-        "concurrently, and print the results. No key, no network.",
+        "month to date (on the 1st, the whole of last month) against the same days last month "
+        "and last year for every pipeline concurrently, and print the results. No key, no "
+        "network.",
     )
     demo_parser.add_argument(
         "--now", type=aware_datetime, metavar="ISO", help="fix the clock (ISO 8601 with zone)"
@@ -200,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument(
         "--tz-offset", type=hours, metavar="H", help="hours from UTC (default: --now's or local)"
     )
+    _chart_option(demo_parser)
     demo_parser.set_defaults(handler=demo.demo)
 
     totals = sub.add_parser(

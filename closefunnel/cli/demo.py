@@ -24,6 +24,7 @@ from closefunnel._client import BulkItem, Client
 from closefunnel._compare import FunnelComparison
 from closefunnel._errors import CloseFunnelError
 from closefunnel._query import DateRange, FunnelQuery
+from closefunnel.cli._commands import charted, show_chart
 from closefunnel.cli._connection import local_zone, names, start_emulator, zone_hours
 from closefunnel.cli._console import Console
 from closefunnel.cli._failures import FailureContext, failure_message
@@ -101,13 +102,14 @@ def demo(ns: argparse.Namespace, console: Console) -> ExitStatus:
         Text(),
     ]
     failures = []
+    chart = show_chart(ns, console)
     context = FailureContext(base_url="the in-process emulator", emulator=True)
     for item in items:
         name = pipeline_names.get(item.query.pipeline, item.query.pipeline)
         if item.result is None:
             failures.append((name, failure_message(item.error or CloseFunnelError(), context)))
             continue
-        shown += _render.comparison_tables(
+        tables = _render.comparison_tables(
             item.result,
             title=name,
             base_label=_render.range_label(base),
@@ -117,6 +119,7 @@ def demo(ns: argparse.Namespace, console: Console) -> ExitStatus:
             ],
             user_names=user_names,
         )
+        shown += charted(item.result, item.query, tables, pipeline_name=name, show=chart)
     done = [item.result for item in items if item.result is not None]
     note = _render.length_note(done[0], base_spec=base, now=now) if done else None
     if note is not None:  # whole months of different lengths (February against January)

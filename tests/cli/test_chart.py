@@ -19,7 +19,7 @@ from closefunnel._display import FUNNEL_STAGES, METRIC_LABELS, NONE
 from closefunnel.cli import _render
 from closefunnel.cli._chart import FunnelChart, bar
 
-from .conftest import Run
+from .conftest import Run, run_main
 
 Cli = Callable[..., Run]
 Library = Callable[[Callable[[cf.Client], Any]], Any]
@@ -211,3 +211,18 @@ def test_absurd_numbers_and_a_hostile_title_are_drawn_safely() -> None:
     assert lines[2].split() == ["Opportunities", NONE]
     assert lines[3].split() == ["Completed", "-3"]
     assert lines[4].split() == ["Won", "0"]
+
+
+def test_the_demo_draws_a_chart_per_pipeline_on_a_terminal_only() -> None:
+    """The demo is table output too: bars on a terminal, none into a pipe or with --no-chart."""
+    args = ["demo", "--now", "2026-11-18T15:30:00Z"]
+    shown = run_main(args, terminal=True)
+    assert shown.code == 0, shown.err
+    charts = _chart_lines(shown.out)
+    assert [c[0].strip() for c in charts] == [
+        f"{name} · active stage cohort: funnel" for name in ("Sales", "Renewals", "Partnerships")
+    ]
+    for argv, terminal in ((args, False), ([*args, "--no-chart"], True)):
+        quiet = run_main(argv, terminal=terminal)
+        assert quiet.code == 0, quiet.err
+        assert not _chart_lines(quiet.out)
