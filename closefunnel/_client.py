@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import aiohttp
@@ -34,13 +34,13 @@ from closefunnel._errors import (
     RequestTimeoutError,
     ResponseDecodeError,
 )
-from closefunnel._gate import Gate, GateSnapshot, RateLimitGate
+from closefunnel._gate import Gate, GatePermit, GateSnapshot, RateLimitGate
 from closefunnel._models import FunnelTotals, Pipeline, User
 from closefunnel._options import DEFAULT_MAX_RESPONSE_BYTES, ClientOptions, RedisFallback
 from closefunnel._query import Compared, FunnelQuery, validate_compared
 from closefunnel._redact import redact_error
 from closefunnel._redis_gate import RedisGate, RedisHealth
-from closefunnel._retry import RetryPolicy, call_with_retries
+from closefunnel._retry import RetryPolicy, call_with_retries, is_retryable
 from closefunnel._sansio import (
     DEFAULT_BASE_URL,
     Format,
@@ -145,6 +145,9 @@ class Client:
         self._max_response_bytes = options.max_response_bytes
         self._timeout = aiohttp.ClientTimeout(total=options.timeout)
         self._retry = options.retry if options.retry is not None else RetryPolicy()
+        # One attempt cannot outlast the deadline: a first attempt sent at once needs no
+        # deadline timer of its own (see _call_with_retries).
+        self._attempt_within_deadline = options.timeout < self._retry.deadline
         self._session = options.session
         self._owns_session = options.session is None
         self._closed = False
@@ -251,7 +254,7 @@ class Client:
             CloseFunnelError: the typed error Close's answer means, after retries.
         """
         request = self._totals_request(query, None, format)
-        return await self._fetch_totals(request, format)
+        return await self._shared(request, totals_decoder(format))
 
     async def compare_totals(
         self, query: FunnelQuery, *compared: Compared, format: Format = "json"
@@ -346,8 +349,10 @@ class Client:
             tz_offset=self._tz_offset,
         )
 
-    async def _fetch_totals(self, request: HttpRequest, format: Format) -> FunnelTotals:
-        return await self._shared(request, totals_decoder(format))
+    def _fetch_totals(
+        self, request: HttpRequest, format: Format
+    ) -> Coroutine[Any, Any, FunnelTotals]:
+        return self._shared(request, totals_decoder(format))  # no coroutine layer of its own
 
     async def _list(self, path: str, cls: type[T]) -> list[T]:
         # Close pages lists (``_skip``/``_limit``, ``has_more``): follow every page, so a
@@ -398,6 +403,20 @@ class Client:
     async def _call_with_retries(self, request: HttpRequest, decode: Callable[[bytes], T]) -> T:
         gate = self._gate(request.group)
         policy = self._retry
+        started = time.monotonic()
+        failure: Exception | None = None
+        if self._attempt_within_deadline:
+            permit = gate.try_acquire()
+            if permit is not None:
+                # Sent at once, and one attempt ends within the per-attempt timeout,
+                # which is shorter than the deadline: no deadline timer to arm for it.
+                # A retry goes on below, under the deadline that began at *started*.
+                try:
+                    return await self._exchange(permit, request, decode)
+                except Exception as exc:
+                    if not is_retryable(exc, policy):
+                        raise
+                    failure = exc
         what = f"{request.method} {request.path}"
         queued = False  # waiting for the gate (not on the wire) when the deadline hit?
 
@@ -406,17 +425,13 @@ class Client:
             queued = True
             permit = await gate.acquire(max_wait=policy.max_wait, front=retry)
             queued = False
-            try:
-                status, headers, body = await self._send(request)
-                outcome = interpret(status, headers, body, now=time.time(), decode=decode)
-                permit.observe(status, outcome.ratelimit, pause=outcome.pause)
-            finally:
-                permit.release()
-            return outcome.unwrap()
+            return await self._exchange(permit, request, decode)
 
         try:
-            async with asyncio.timeout(policy.deadline):
-                return await call_with_retries(attempt, policy, what=what)
+            async with asyncio.timeout(policy.deadline - (time.monotonic() - started)):
+                return await call_with_retries(
+                    attempt, policy, what=what, started=started, failure=failure
+                )
         except TimeoutError as exc:
             # Held by the rate limit: a 429 pause, or a budget spent until the window ends.
             snapshot = gate.snapshot()
@@ -432,6 +447,18 @@ class Client:
             raise RequestTimeoutError(
                 f"{what} did not finish within the retry policy's {policy.deadline:g}s deadline"
             ) from exc
+
+    async def _exchange(
+        self, permit: GatePermit, request: HttpRequest, decode: Callable[[bytes], T]
+    ) -> T:
+        """One attempt with a permit in hand: send, interpret once, teach the gate."""
+        try:
+            status, headers, body = await self._send(request)
+            outcome = interpret(status, headers, body, now=time.time(), decode=decode)
+            permit.observe(status, outcome.ratelimit, pause=outcome.pause)
+        finally:
+            permit.release()
+        return outcome.unwrap()
 
     async def _send(self, request: HttpRequest) -> Response:
         return await send(
