@@ -65,9 +65,6 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
     """*name*'s first value from *headers*, matching the name in any case."""
     if isinstance(headers, _ANY_CASE):
         return headers.get(name)
-    value = headers.get(name)
-    if value is not None:
-        return value
     lower = name.lower()
     for key, value in headers.items():
         if key.lower() == lower:

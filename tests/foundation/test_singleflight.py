@@ -117,3 +117,22 @@ async def test_a_failure_nobody_awaits_is_not_logged(caplog: pytest.LogCaptureFi
     tasks = flights.tasks()
     assert tasks == []
     assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+async def test_work_cancelled_from_outside_cancels_every_caller() -> None:
+    """What a shutdown does (cancelling the work itself) ends every caller, and frees the key."""
+    flights: SingleFlight[str, str] = SingleFlight()
+    running = asyncio.Event()
+
+    async def work() -> str:
+        running.set()
+        await asyncio.Event().wait()
+        return "never"
+
+    callers = [asyncio.create_task(flights.run("k", work)) for _ in range(3)]
+    await running.wait()
+    [task] = flights.tasks()
+    task.cancel()
+    results = await asyncio.gather(*callers, return_exceptions=True)
+    assert [type(result) for result in results] == [asyncio.CancelledError] * 3
+    assert len(flights) == 0
