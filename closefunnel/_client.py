@@ -52,7 +52,7 @@ from closefunnel._sansio import (
     totals_decoder,
 )
 from closefunnel._singleflight import SingleFlight
-from closefunnel._transport import PoolSnapshot, Response, TrackedConnector, send
+from closefunnel._transport import PoolSnapshot, TrackedConnector, send
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -393,30 +393,36 @@ class Client:
 
     async def _call(self, request: HttpRequest, decode: Callable[[bytes], T]) -> T:
         try:
-            return await self._call_with_retries(request, decode)
+            gate = self._gate(request.group)
+            started = time.monotonic()
+            failure: Exception | None = None
+            permit = gate.try_acquire() if self._attempt_within_deadline else None
+            if permit is not None:
+                # Sent at once, and one attempt ends within the per-attempt timeout,
+                # which is shorter than the deadline: no deadline timer to arm for it.
+                # A retry goes on under the deadline that began at *started*.
+                try:
+                    return await self._exchange(permit, request, decode)
+                except Exception as exc:
+                    if not is_retryable(exc, self._retry):
+                        raise
+                    failure = exc
+            return await self._call_with_retries(gate, request, decode, started, failure)
         except CloseFunnelError as exc:
             # Everything a response carries may repeat the request, Authorization
             # included: no form of the secret leaves in an error.
             redact_error(exc, self._credentials.redact)
             raise
 
-    async def _call_with_retries(self, request: HttpRequest, decode: Callable[[bytes], T]) -> T:
-        gate = self._gate(request.group)
+    async def _call_with_retries(
+        self,
+        gate: Gate,
+        request: HttpRequest,
+        decode: Callable[[bytes], T],
+        started: float,
+        failure: Exception | None,
+    ) -> T:
         policy = self._retry
-        started = time.monotonic()
-        failure: Exception | None = None
-        if self._attempt_within_deadline:
-            permit = gate.try_acquire()
-            if permit is not None:
-                # Sent at once, and one attempt ends within the per-attempt timeout,
-                # which is shorter than the deadline: no deadline timer to arm for it.
-                # A retry goes on below, under the deadline that began at *started*.
-                try:
-                    return await self._exchange(permit, request, decode)
-                except Exception as exc:
-                    if not is_retryable(exc, policy):
-                        raise
-                    failure = exc
         what = f"{request.method} {request.path}"
         queued = False  # waiting for the gate (not on the wire) when the deadline hit?
 
@@ -453,20 +459,17 @@ class Client:
     ) -> T:
         """One attempt with a permit in hand: send, interpret once, teach the gate."""
         try:
-            status, headers, body = await self._send(request)
+            status, headers, body = await send(
+                self._ensure_session(),
+                request,
+                attempt_timeout=self._timeout,
+                max_response_bytes=self._max_response_bytes,
+            )
             outcome = interpret(status, headers, body, now=time.time(), decode=decode)
             permit.observe(status, outcome.ratelimit, pause=outcome.pause)
         finally:
             permit.release()
         return outcome.unwrap()
-
-    async def _send(self, request: HttpRequest) -> Response:
-        return await send(
-            self._ensure_session(),
-            request,
-            attempt_timeout=self._timeout,
-            max_response_bytes=self._max_response_bytes,
-        )
 
     def _gate(self, group: str) -> Gate:
         gate = self._gates.get(group)
