@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import aiohttp
@@ -173,6 +173,11 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        if self._flights:
+            # One turn of the loop first: a call started just now begins its work, so
+            # the cancellation below reaches its own handler (which says the client
+            # closed) rather than a task that never ran. No call can start after this.
+            await asyncio.sleep(0)
         flights = self._flights.tasks()
         for task in flights:
             task.cancel()
@@ -299,7 +304,7 @@ class Client:
         """
         return stream(
             queries,
-            lambda query: self.funnel_totals(query, format=format),
+            lambda query: self._totals_future(query, format),
             window=2 * self._max_concurrency,
             on_progress=on_progress,
         )
@@ -349,10 +354,12 @@ class Client:
             tz_offset=self._tz_offset,
         )
 
-    def _fetch_totals(
-        self, request: HttpRequest, format: Format
-    ) -> Coroutine[Any, Any, FunnelTotals]:
-        return self._shared(request, totals_decoder(format))  # no coroutine layer of its own
+    def _fetch_totals(self, request: HttpRequest, format: Format) -> asyncio.Future[FunnelTotals]:
+        return self._join(request, totals_decoder(format))
+
+    def _totals_future(self, query: FunnelQuery, format: Format) -> asyncio.Future[FunnelTotals]:
+        """:meth:`funnel_totals` as the shared call's future: no task of its own per query."""
+        return self._fetch_totals(self._totals_request(query, None, format), format)
 
     async def _list(self, path: str, cls: type[T]) -> list[T]:
         # Close pages lists (``_skip``/``_limit``, ``has_more``): follow every page, so a
@@ -373,6 +380,12 @@ class Client:
                 return items
         raise ResponseDecodeError(f"GET {path} kept saying has_more after {_MAX_PAGES} pages")
 
+    def _join(self, request: HttpRequest, decode: Callable[[bytes], T]) -> asyncio.Future[T]:
+        """The shared call of *request* as a future; cancelling it leaves the call."""
+        self._ensure_session()
+        key = (self._credentials.key_id, request.key)
+        return self._flights.join(key, lambda: self._call(request, decode))
+
     async def _shared(self, request: HttpRequest, decode: Callable[[bytes], T]) -> T:
         # Single-flight: identical requests in flight at once share one call, which is
         # cancelled when the last caller waiting on it is.
@@ -385,10 +398,7 @@ class Client:
             # the shared call under it. Say so, rather than look like the caller's own.
             if not self._closed or _cancelling():
                 raise
-            what = f"{request.method} {request.path}"
-            raise ClientClosedError(
-                f"{what} did not finish: the closefunnel Client was closed while it was in flight"
-            ) from None
+            raise _closed_error(request) from None
         return result
 
     async def _call(self, request: HttpRequest, decode: Callable[[bytes], T]) -> T:
@@ -413,6 +423,11 @@ class Client:
             # included: no form of the secret leaves in an error.
             redact_error(exc, self._credentials.redact)
             raise
+        except asyncio.CancelledError:
+            if not self._closed:
+                raise  # the last caller left: nobody is waiting for an answer
+            # aclose() cancelled the call: every caller, and every bulk item, learns why.
+            raise _closed_error(request) from None
 
     async def _call_with_retries(
         self,
@@ -492,6 +507,13 @@ class Client:
                 )
             self._gates[group] = gate
         return gate
+
+
+def _closed_error(request: HttpRequest) -> ClientClosedError:
+    return ClientClosedError(
+        f"{request.method} {request.path} did not finish: the closefunnel Client was closed "
+        "while it was in flight"
+    )
 
 
 def _cancelling() -> bool:

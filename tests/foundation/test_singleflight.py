@@ -136,3 +136,31 @@ async def test_work_cancelled_from_outside_cancels_every_caller() -> None:
     results = await asyncio.gather(*callers, return_exceptions=True)
     assert [type(result) for result in results] == [asyncio.CancelledError] * 3
     assert len(flights) == 0
+
+
+async def test_the_last_caller_to_leave_returns_after_the_work_has_ended() -> None:
+    """A cancelled caller (or bulk run) leaves nothing behind still winding down."""
+    flights: SingleFlight[str, str] = SingleFlight()
+    running = asyncio.Event()
+    wound_down = False
+
+    async def work() -> str:
+        nonlocal wound_down
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0)  # cleanup that takes a turn of the loop
+            await asyncio.sleep(0)
+            wound_down = True
+        return "never"
+
+    future = flights.join("k", work)
+    await running.wait()
+    assert future.cancel()
+    assert future.cancel()  # asked twice: still cancelled only once the work has ended
+    assert not future.done()
+    with pytest.raises(asyncio.CancelledError):
+        await future
+    assert wound_down
+    assert flights.tasks() == []
