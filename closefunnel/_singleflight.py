@@ -95,6 +95,11 @@ class _Flight(Generic[K, V]):
         if self.last is not None:
             self.last.abandon()
         waiters = [waiter for waiter in self.waiters if not waiter.done()]
+        # Each waiter points back here: dropping them breaks the cycle, so the flight
+        # and the result it holds are freed now, not left to the cyclic collector
+        # (which would walk every report held meanwhile, again and again).
+        self.waiters.clear()
+        self.last = None
         if task.cancelled():
             for waiter in waiters:
                 waiter.abandon()

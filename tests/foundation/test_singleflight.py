@@ -8,6 +8,8 @@ same races against the two copies the primitive replaces.)
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 
@@ -164,3 +166,37 @@ async def test_the_last_caller_to_leave_returns_after_the_work_has_ended() -> No
         await future
     assert wound_down
     assert flights.tasks() == []
+
+
+class _Report:
+    """A result that can be referenced weakly."""
+
+
+async def test_a_finished_flight_is_freed_at_once() -> None:
+    """
+    Nothing of a finished call is left in a reference cycle: its result is freed as soon
+    as the caller drops it, not later by the cyclic collector (which would walk every
+    result held meanwhile, again and again, in a long bulk run).
+    """
+    flights: SingleFlight[str, _Report] = SingleFlight()
+
+    async def work() -> _Report:
+        await asyncio.sleep(0)
+        return _Report()
+
+    gc.collect()
+    gc.disable()
+    try:
+        shared = await asyncio.gather(flights.run("k", work), flights.run("k", work))
+        assert shared[0] is shared[1]
+        ref = weakref.ref(shared[0])
+        del shared
+        await asyncio.sleep(0)  # the loop's handle that woke us holds the finished future
+        assert ref() is None
+        future = flights.join("j", work)
+        ref = weakref.ref(await future)
+        del future
+        await asyncio.sleep(0)
+        assert ref() is None
+    finally:
+        gc.enable()
