@@ -59,6 +59,7 @@ from closefunnel._query import (
 from closefunnel._ratelimit import RateLimitInfo, parse_ratelimit, parse_retry_after
 from closefunnel._retry import RetryPolicy
 from closefunnel._sansio import DEFAULT_BASE_URL
+from closefunnel._sync import SyncClient
 from closefunnel._version import __version__
 
 __all__ = [
@@ -101,6 +102,7 @@ __all__ = [
     "ResponseTooLargeError",
     "RetryPolicy",
     "ServerError",
+    "SyncClient",
     "TransportError",
     "User",
     "UserDeltas",

@@ -21,7 +21,18 @@ The rules (reference/rate-limiting.md §8), in named parts:
 
 One set of rules serves every store: the in-process gate keeps a :class:`Budget` in
 memory; the shared gate (:mod:`closefunnel._redis_gate`) runs the same rules in Redis's
-scripts, and a differential test drives both with the same events.
+script (:mod:`closefunnel._redis_script`), and a differential test drives both with the
+same events. They differ only where sharing makes them (the script's docstring says how):
+
+- the script calls :meth:`Budget.ready_at` at the end of every call, settles only
+  included, so an ended window rolls sooner there, and a roll subtracts the permits in
+  flight at that moment;
+- ``Pause.after_seq`` and the "granted since" of :meth:`Budget.observe` use ``seq`` as
+  of when the settle reaches Redis (every process's grants until then), not as of the
+  answer's arrival: more cautious, never less;
+- leases (and their expiry, as a request that failed), the fairness share between
+  processes, and applying a settle at most once exist only in the script: in process a
+  permit is observed and released once by construction.
 """
 
 from __future__ import annotations

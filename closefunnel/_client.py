@@ -20,12 +20,14 @@ import logging
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import aiohttp
 
 from closefunnel._bulk import BulkItem, ProgressCallback, all_or_first_error, stream
 from closefunnel._compare import FunnelComparison, merge_comparison
+from closefunnel._environment import client_defaults
 from closefunnel._errors import (
     ClientClosedError,
     CloseFunnelError,
@@ -37,12 +39,12 @@ from closefunnel._errors import (
 from closefunnel._gate import Gate, GatePermit, GateSnapshot, RateLimitGate
 from closefunnel._models import FunnelTotals, Pipeline, User
 from closefunnel._options import DEFAULT_MAX_RESPONSE_BYTES, ClientOptions, RedisFallback
-from closefunnel._query import Compared, FunnelQuery, validate_compared
+from closefunnel._periods import PeriodResolver
+from closefunnel._query import Compared, DateRange, FunnelQuery, validate_compared
 from closefunnel._redact import redact_error
 from closefunnel._redis_gate import RedisGate, RedisHealth
 from closefunnel._retry import RetryPolicy, call_with_retries, is_retryable
 from closefunnel._sansio import (
-    DEFAULT_BASE_URL,
     Format,
     HttpRequest,
     build_get_request,
@@ -75,9 +77,10 @@ class Client:
 
     Args:
         api_key: A Close API key (sent as Basic auth), or
-        token: an OAuth access token (sent as Bearer). Exactly one is required.
+        token: an OAuth access token (sent as Bearer). At most one; with neither, the
+            key is read from ``CLOSE_API_KEY`` (as the command line does).
         base_url: The API root; point it at :class:`closefunnel.emulator.Emulator`'s
-            ``base_url`` in tests.
+            ``base_url`` in tests. Not given: ``CLOSE_BASE_URL``, else Close's.
         tz_offset: Hours from UTC sent as ``X-TZ-Offset``, so relative ranges such as
             ``this-month`` follow your calendar (None: Close's default, UTC).
         max_concurrency: Requests in flight at once per endpoint group.
@@ -91,9 +94,10 @@ class Client:
             retried). Error bodies are read and kept up to 64 KiB, the cut said.
         allow_insecure_http: Allow a plain ``http://`` *base_url* to a host other than
             this machine (refused by default: the key would travel in clear text).
-
-    Raises:
-        InvalidQueryError: an option is invalid, naming the field and the rule.
+        clock: Returns the current time (an aware datetime); relative ranges
+            (``this-month``) and same-days shifts are resolved on it into the absolute
+            ranges results carry (``FunnelTotals.range``, ``FunnelComparison.base_range``).
+            Default: the system clock. Tests point it at the emulator's ``now``.
         redis: Share the rate-limit gate with every process using this Redis (a URL, or
             a ``redis.asyncio.Redis``, which the client never closes): one budget per
             credential and endpoint group for all workers and hosts on the key. Needs
@@ -103,6 +107,9 @@ class Client:
             when Redis answers again; ``"fail"`` raises :class:`GateUnavailableError`.
         redis_prefix: The namespace of the shared gate's keys: clients share a gate when
             they use the same Redis, prefix and credential.
+
+    Raises:
+        InvalidQueryError: an option is invalid, naming the field and the rule.
     """
 
     def __init__(
@@ -110,7 +117,7 @@ class Client:
         *,
         api_key: str | None = None,
         token: str | None = None,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         tz_offset: float | None = None,
         max_concurrency: int = 8,
         timeout: float = 30.0,
@@ -121,7 +128,9 @@ class Client:
         redis: str | redis.asyncio.Redis | None = None,
         redis_fallback: RedisFallback = "local",
         redis_prefix: str = "closefunnel",
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
+        api_key, base_url = client_defaults(api_key=api_key, token=token, base_url=base_url)
         options = ClientOptions(
             api_key=api_key,
             token=token,
@@ -136,6 +145,7 @@ class Client:
             redis=redis,
             redis_fallback=redis_fallback,
             redis_prefix=redis_prefix,
+            clock=clock,
         )
         self._options = options
         self._credentials = options.credentials()
@@ -155,6 +165,9 @@ class Client:
         self._redis_health = RedisHealth()
         self._gates: dict[str, Gate] = {}
         self._flights: SingleFlight[tuple[Any, ...], Any] = SingleFlight()
+        self._periods = PeriodResolver(
+            clock=options.clock or _system_clock, tz_offset=options.tz_offset
+        )
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -259,7 +272,7 @@ class Client:
             CloseFunnelError: the typed error Close's answer means, after retries.
         """
         request = self._totals_request(query, None, format)
-        return await self._shared(request, totals_decoder(format))
+        return await self._fetch_totals(request, format, self._periods.period(query, None))
 
     async def compare_totals(
         self, query: FunnelQuery, *compared: Compared, format: Format = "json"
@@ -280,11 +293,16 @@ class Client:
             )
         requests = [self._totals_request(query, None, format)]
         # Each range is checked here: None would otherwise build the base request again.
-        requests += [
-            self._totals_request(query, validate_compared(query, rng), format) for rng in compared
-        ]
+        checked = [validate_compared(query, rng) for rng in compared]
+        requests += [self._totals_request(query, rng, format) for rng in checked]
+        # Resolved once, when the requests go out, so every period is of the same moment.
+        periods = [self._periods.period(query, None)]
+        periods += [self._periods.period(query, rng) for rng in checked]
         reports = await all_or_first_error(
-            [self._fetch_totals(request, format) for request in requests]
+            [
+                self._fetch_totals(request, format, period)
+                for request, period in zip(requests, periods, strict=True)
+            ]
         )
         return merge_comparison(reports[0], zip(compared, reports[1:], strict=True))
 
@@ -354,12 +372,18 @@ class Client:
             tz_offset=self._tz_offset,
         )
 
-    def _fetch_totals(self, request: HttpRequest, format: Format) -> asyncio.Future[FunnelTotals]:
-        return self._join(request, totals_decoder(format))
+    def _fetch_totals(
+        self, request: HttpRequest, format: Format, period: DateRange
+    ) -> asyncio.Future[FunnelTotals]:
+        # The range goes on in the shared call: callers sharing one request share one
+        # report, as Close resolved it once for them all.
+        decode = totals_decoder(format)
+        return self._join(request, lambda body: _with_range(decode(body), period))
 
     def _totals_future(self, query: FunnelQuery, format: Format) -> asyncio.Future[FunnelTotals]:
         """:meth:`funnel_totals` as the shared call's future: no task of its own per query."""
-        return self._fetch_totals(self._totals_request(query, None, format), format)
+        request = self._totals_request(query, None, format)
+        return self._fetch_totals(request, format, self._periods.period(query, None))
 
     async def _list(self, path: str, cls: type[T]) -> list[T]:
         # Close pages lists (``_skip``/``_limit``, ``has_more``): follow every page, so a
@@ -514,6 +538,15 @@ def _closed_error(request: HttpRequest) -> ClientClosedError:
         f"{request.method} {request.path} did not finish: the closefunnel Client was closed "
         "while it was in flight"
     )
+
+
+def _system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def _with_range(totals: FunnelTotals, period: DateRange) -> FunnelTotals:
+    """*totals* saying which range it covered (the body Close sent does not)."""
+    return FunnelTotals(aggregations=totals.aggregations, data=totals.data, range=period)
 
 
 def _cancelling() -> bool:

@@ -8,14 +8,32 @@ two side by side. It is pure: same inputs, same output, no I/O.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from closefunnel._comparison_json import comparison_body, decode_comparison
+from closefunnel._convert import CONVERTER
+from closefunnel._frames import pandas_frame, polars_frame
+from closefunnel._html import notebook_html
 from closefunnel._models import FunnelMetrics, FunnelTotals, UserFunnelMetrics
-from closefunnel._query import Compared
+from closefunnel._query import Compared, DateRange
+from closefunnel._records import (
+    Names,
+    comparison_columns,
+    comparison_records,
+    comparison_rows,
+    comparison_table,
+    csv_cell,
+    records_csv,
+    user_names,
+)
 from closefunnel._vocabulary import METRIC_NAMES
+
+if TYPE_CHECKING:
+    import pandas
+    import polars
 
 __all__ = [
     "ComparedPeriod",
@@ -78,7 +96,7 @@ class UserDeltas(MetricDeltas):
     user_id: str
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, slots=False)
 class ComparedPeriod:
     """
     One compared range next to the base report.
@@ -89,12 +107,52 @@ class ComparedPeriod:
         aggregations: Base vs compared for the whole report (None for CSV reports).
         users: Base vs compared per user, outer-joined by ``user_id``: base users in
             base order, then users only in the compared report, in its order.
+
+    A period made by :func:`compare_period` computes ``aggregations`` and ``users`` on
+    first access (ten Delta values per user are most of a merge's cost, and many callers
+    only read the totals or a few users), then keeps them. They are ordinary fields all
+    the same: equality, hashing, repr, ``attrs.evolve``, ``attrs.asdict``, pickling and
+    the converter read them through attribute access, which computes them. That is why
+    this class keeps a ``__dict__``: a missing entry is what "not computed yet" means.
     """
 
     compared: Compared
     totals: FunnelTotals
     aggregations: MetricDeltas | None
     users: tuple[UserDeltas, ...]
+
+    @property
+    def compared_range(self) -> DateRange | None:
+        """
+        The absolute ``[start, end)`` range the compared report covered (``"last-month"``
+        resolved as Close resolved it): the compared report's own ``range``, so it is
+        stored once. None only for reports that did not record it (decoded from a body
+        without it, or built by hand); the client always sets it.
+        """
+        return self.totals.range
+
+    @classmethod
+    def _deferred(cls, base: FunnelTotals, **fields: Any) -> ComparedPeriod:
+        """A period of *fields* whose deltas against *base* are computed when first read."""
+        period = cls(**fields, aggregations=_PENDING, users=_PENDING)
+        state = vars(period)
+        del state["aggregations"], state["users"]
+        state[_BASE] = base
+        return period
+
+    if not TYPE_CHECKING:  # to a type checker, a class with __getattr__ has any attribute
+
+        def __getattr__(self, name: str) -> Any:
+            # Only reached for names not in __dict__: a deferred field, read the first time.
+            compute = _DEFERRED.get(name)
+            state = vars(self)
+            if compute is None or _BASE not in state:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            value = compute(state[_BASE], state["totals"])
+            state[name] = value
+            if "aggregations" in state and "users" in state:
+                del state[_BASE]
+            return value
 
 
 @attrs.frozen(kw_only=True)
@@ -103,6 +161,115 @@ class FunnelComparison:
 
     base: FunnelTotals
     comparisons: tuple[ComparedPeriod, ...]
+
+    @property
+    def base_range(self) -> DateRange | None:
+        """
+        The absolute ``[start, end)`` range of the base report (``base.range``); None
+        only for a base report that did not record it. The client always sets it.
+        """
+        return self.base.range
+
+    def _repr_html_(self) -> str:
+        """
+        The notebook view: the CLI's comparison tables (ten metrics, Δ, ▲/▼) with the
+        resolved dates and a funnel chart, as an HTML fragment; user ids escaped, the
+        per-user table cut to the top rows by value won (the rest counted).
+        """
+        return notebook_html(self)
+
+    def to_records(self, *, names: Names | None = None) -> list[dict[str, Any]]:
+        """
+        The comparison as a tidy table: one dict per (compared period, user, metric).
+
+        Keys, in order:
+
+        - ``period``: the compared range as given: its name (``"last-month"``), or a
+          :class:`DateRange` as ``START..END`` in ISO 8601 (``2026-10-01T00:00:00Z..``
+          ``2026-11-01T00:00:00Z``), the form the command line takes;
+        - ``base_start``, ``base_end``, ``compared_start``, ``compared_end``: the resolved
+          ranges (:attr:`base_range`, ``ComparedPeriod.compared_range``) as aware
+          datetimes; None for a report decoded from a body that did not record its range;
+        - ``user_id``: None for the aggregate rows; ``user_name`` (only with *names*);
+        - ``metric``; ``base``, ``compared``, ``delta``, ``change``: the :class:`Delta`
+          (counts and cents, and their deltas, are ints; ``change`` is a float).
+
+        Rows are in a fixed order: periods as asked; in each, the aggregate row first
+        (none for CSV reports, which have no aggregate), then users in the order of
+        ``ComparedPeriod.users``; each with the metrics in :data:`METRIC_NAMES` order.
+
+        Args:
+            names: ``{user_id: name}`` or the list ``client.users()`` returns: adds
+                ``user_name`` (None for the aggregate rows and users it does not name).
+
+        Raises:
+            InvalidQueryError: *names* is neither.
+        """
+        return comparison_records(self, names=names)
+
+    def to_pandas(self, *, names: Names | None = None) -> pandas.DataFrame:
+        """
+        :meth:`to_records` as a pandas DataFrame (extra ``closefunnel[pandas]``): aware
+        UTC datetimes, ``Float64`` values, a categorical ``metric``, ``string`` text.
+
+        Raises:
+            ImportError: pandas is not installed (the message names the extra).
+            InvalidQueryError: *names* is not a mapping or a list of users.
+        """
+        return pandas_frame(*comparison_table(self, names), method="FunnelComparison.to_pandas")
+
+    def to_polars(self, *, names: Names | None = None) -> polars.DataFrame:
+        """
+        :meth:`to_records` as a polars DataFrame (extra ``closefunnel[polars]``), with the
+        dtypes of :meth:`to_pandas`.
+
+        Raises:
+            ImportError: polars is not installed (the message names the extra).
+            InvalidQueryError: *names* is not a mapping or a list of users.
+        """
+        return polars_frame(*comparison_table(self, names), method="FunnelComparison.to_polars")
+
+    def to_csv(self, *, names: Names | None = None) -> str:
+        """
+        :meth:`to_records` as CSV, for spreadsheets: a header of its keys, then a row per
+        record; datetimes in ISO 8601, floats exactly, null as an empty cell.
+
+        User ids and names are typed by strangers, so a text cell that starts like a
+        formula (``=``, ``+``, ``-``, ``@``, tab, CR) gets a leading ``'`` and control
+        characters become U+FFFD, as in the command line's CSV: a spreadsheet shows the
+        text instead of running it. This is an export, not a store: :meth:`to_json`
+        keeps every value exactly and :meth:`from_json` reads it back.
+        """
+        lookup = user_names(names)
+        columns = comparison_columns(names=lookup is not None)
+        return records_csv(columns, comparison_rows(self, names=lookup, cell=csv_cell))
+
+    def to_json(self) -> str:
+        """
+        The comparison as JSON: ``base`` (a report as ``FunnelTotals.to_json`` writes it,
+        with its resolved ``range``), and per compared period ``compared`` (the range as
+        given: a name or ``{start, end}``), ``totals`` (the compared report, with its
+        range) and the deltas (``aggregations``, ``users``). It is what the command
+        line's ``--format json`` prints, and :meth:`from_json` reads it back.
+        """
+        return CONVERTER.dumps(self).decode()
+
+    @classmethod
+    def from_json(cls, body: bytes | str) -> FunnelComparison:
+        """
+        Read what :meth:`to_json` wrote: an equal comparison, ranges included.
+
+        The reports and the compared ranges are read; the deltas are merged again from
+        them rather than trusted, so an edited delta cannot disagree with its reports.
+
+        Raises:
+            ResponseDecodeError: *body* is not JSON, not a stored comparison (naming the
+                field), names a compared range Close does not know, or lists a user twice.
+        """
+        stored = decode_comparison(body)
+        return merge_comparison(
+            stored.base, [(period.compared, period.totals) for period in stored.comparisons]
+        )
 
 
 _METRICS: Final = operator.attrgetter(*METRIC_NAMES)
@@ -140,17 +307,29 @@ def _user_deltas(
     )
 
 
+def _aggregations(base: FunnelTotals, totals: FunnelTotals) -> MetricDeltas | None:
+    if base.aggregations is None or totals.aggregations is None:
+        return None
+    return MetricDeltas(**_metric_deltas(base.aggregations, totals.aggregations))
+
+
+def _users(base: FunnelTotals, totals: FunnelTotals) -> tuple[UserDeltas, ...]:
+    return _user_deltas(base.data, totals.data)
+
+
+#: The fields a deferred ComparedPeriod computes on first access, and how.
+_DEFERRED: Final[dict[str, Callable[[FunnelTotals, FunnelTotals], Any]]] = {
+    "aggregations": _aggregations,
+    "users": _users,
+}
+#: Where a deferred period keeps the base report until both fields are computed.
+_BASE: Final = "_closefunnel_base"
+_PENDING: Final[Any] = object()
+
+
 def compare_period(base: FunnelTotals, compared: Compared, totals: FunnelTotals) -> ComparedPeriod:
-    """Put one compared report next to *base*."""
-    aggregations = None
-    if base.aggregations is not None and totals.aggregations is not None:
-        aggregations = MetricDeltas(**_metric_deltas(base.aggregations, totals.aggregations))
-    return ComparedPeriod(
-        compared=compared,
-        totals=totals,
-        aggregations=aggregations,
-        users=_user_deltas(base.data, totals.data),
-    )
+    """Put one compared report next to *base* (the deltas are computed when first read)."""
+    return ComparedPeriod._deferred(base, compared=compared, totals=totals)
 
 
 def merge_comparison(
@@ -163,3 +342,6 @@ def merge_comparison(
         base=base,
         comparisons=tuple(compare_period(base, rng, totals) for rng, totals in compared),
     )
+
+
+CONVERTER.register_unstructure_hook(FunnelComparison, comparison_body)

@@ -22,6 +22,7 @@ import collections
 import contextlib
 import math
 import random
+from collections.abc import Callable
 from typing import Protocol
 
 import attrs
@@ -142,6 +143,10 @@ class RateLimitGate:
         max_concurrency: The most requests in flight at once.
         max_hold: The longest any hold lasts before one probe goes out.
         seed: Seed for the pause jitter (None = random).
+        held_elsewhere: How many of this process's requests in flight hold a permit of
+            another gate of the same group (the shared gate's leases still out while it
+            falls back to this one): they count against *max_concurrency* too. Call
+            :meth:`wake` when that number drops.
     """
 
     def __init__(
@@ -151,11 +156,13 @@ class RateLimitGate:
         max_concurrency: int,
         max_hold: float = math.inf,
         seed: int | None = None,
+        held_elsewhere: Callable[[], int] | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         self.group = group
         self._cap = max_concurrency
+        self._elsewhere = held_elsewhere
         self._rng = random.Random(seed)
         self._budget = Budget(max_hold=max_hold)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -207,9 +214,13 @@ class RateLimitGate:
         """
         return self._grant_now(self._bind())
 
+    def _at_cap(self) -> bool:
+        elsewhere = 0 if self._elsewhere is None else self._elsewhere()
+        return self._budget.in_flight + elsewhere >= self._cap
+
     def _grant_now(self, loop: asyncio.AbstractEventLoop) -> Permit | None:
         budget = self._budget
-        if self._waiters or budget.in_flight >= self._cap or budget.blocked():
+        if self._waiters or self._at_cap() or budget.blocked():
             return None  # a queue goes first; a full or blocked gate waits for an answer
         now = loop.time()
         if budget.ready_at(now) > now:
@@ -245,6 +256,11 @@ class RateLimitGate:
 
     # -- dispatching ---------------------------------------------------------------
 
+    def wake(self) -> None:
+        """Permits held elsewhere were given back: grant to whoever may go now."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._dispatch()
+
     def _dispatch(self) -> None:
         loop = self._loop
         assert loop is not None  # set by acquire() before anything is queued
@@ -254,8 +270,8 @@ class RateLimitGate:
             if head.done():
                 self._waiters.popleft()
                 continue
-            if budget.in_flight >= self._cap or budget.blocked():
-                return  # the next answer or release dispatches again
+            if self._at_cap() or budget.blocked():
+                return  # the next answer or release (or wake()) dispatches again
             now = loop.time()
             ready = budget.ready_at(now)
             if ready > now:

@@ -9,14 +9,16 @@ field here (with its validator) plus its keyword in ``Client.__init__``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
-from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
 
 from closefunnel._auth import Credentials
 from closefunnel._errors import InvalidQueryError
+from closefunnel._redis_url import check_prefix, check_redis, connect
 from closefunnel._retry import RetryPolicy
 from closefunnel._sansio import DEFAULT_BASE_URL, format_tz_offset, normalize_base_url
 
@@ -28,7 +30,6 @@ __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "ClientOptions", "RedisFallback"]
 
 #: What a shared gate does when Redis is unreachable.
 RedisFallback = Literal["local", "fail"]
-_REDIS_HINT: Final = "the shared gate needs redis-py: pip install 'closefunnel[redis]'"
 
 #: The longest response body read by default: a 10,000-user report is about 3 MiB.
 DEFAULT_MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
@@ -92,6 +93,16 @@ def _instance_of(cls: type, what: str) -> Any:
     return check
 
 
+def _callable(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not callable(value):
+        raise InvalidQueryError(
+            f"{attribute.name} must be a callable returning an aware datetime, "
+            f"got {type(value).__name__}",
+            field=attribute.name,
+            rule="type",
+        )
+
+
 def _flag(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, bool):
         raise InvalidQueryError(
@@ -101,30 +112,9 @@ def _flag(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
         )
 
 
-def _redis(_: object, __: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        return
-    try:
-        import redis.asyncio as aioredis
-    except ImportError:
-        raise InvalidQueryError(_REDIS_HINT, field="redis", rule="extra") from None
-    if isinstance(value, aioredis.Redis):
-        return
-    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
-        raise InvalidQueryError(
-            "redis must be a redis://, rediss:// or unix:// URL or a redis.asyncio.Redis, "
-            f"got {type(value).__name__}",
-            field="redis",
-            rule="type",
-        )
-    database = urlsplit(value).path.strip("/") if not value.startswith("unix://") else ""
-    if database and not database.isdigit():
-        # redis-py would quietly use database 0: processes meant to be apart would share.
-        raise InvalidQueryError(
-            "redis: the URL's path must be a database number (redis://host:6379/0)",
-            field="redis",
-            rule="url",
-        )
+def _redis(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        check_redis(value, field=attribute.name, purpose="the shared gate")
 
 
 def _choice(*allowed: str) -> Any:
@@ -140,13 +130,7 @@ def _choice(*allowed: str) -> Any:
 
 
 def _prefix(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    # One hash tag per gate keeps the scripts on one Redis Cluster slot: no braces here.
-    if not isinstance(value, str) or not value or "{" in value or "}" in value:
-        raise InvalidQueryError(
-            f"{attribute.name} must be a non-empty string without braces, got {value!r}",
-            field=attribute.name,
-            rule="type",
-        )
+    check_prefix(value, field=attribute.name)
 
 
 @attrs.frozen(kw_only=True)
@@ -177,6 +161,7 @@ class ClientOptions:
     )
     redis_fallback: RedisFallback = attrs.field(default="local", validator=_choice("local", "fail"))
     redis_prefix: str = attrs.field(default="closefunnel", validator=_prefix)
+    clock: Callable[[], datetime] | None = attrs.field(default=None, validator=_callable)
 
     def credentials(self) -> Credentials:
         """How requests authenticate."""
@@ -192,20 +177,9 @@ class ClientOptions:
     def redis_client(self) -> tuple[aioredis_types.Redis | None, bool]:
         """The Redis client of the shared gate (None: in-process gate), and whether the
         Client owns it (made it from a URL, so closes it)."""
-        if self.redis is None or not isinstance(self.redis, str):
-            return self.redis, False
-        import redis.asyncio as aioredis
-
-        try:
-            client = aioredis.Redis.from_url(
-                self.redis, socket_timeout=1.0, socket_connect_timeout=1.0
-            )
-        except ValueError:
-            # The message could quote the URL, and the URL can hold a password.
-            raise InvalidQueryError(
-                "redis: not a usable Redis URL", field="redis", rule="url"
-            ) from None
-        return client, True
+        if self.redis is None:
+            return None, False
+        return connect(self.redis, field="redis", purpose="the shared gate")
 
     def tz_header(self) -> str | None:
         """The ``X-TZ-Offset`` header value, or None."""

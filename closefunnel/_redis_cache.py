@@ -41,13 +41,13 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from closefunnel._cache import TTLCache
-from closefunnel._errors import InvalidQueryError
+from closefunnel._redis_url import check_prefix
 from closefunnel._singleflight import SingleFlight
 
 if TYPE_CHECKING:
     import redis.asyncio
 
-__all__ = ["SharedCache", "check_prefix", "check_redis", "redis_connection"]
+__all__ = ["SharedCache"]
 
 logger: Final = logging.getLogger("closefunnel.web")
 
@@ -90,64 +90,6 @@ _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-
-
-def check_redis(value: object, *, field: str = "redis") -> None:
-    """
-    Refuse what cannot name a Redis: *value* must be a URL or a ``redis.asyncio.Redis``.
-
-    Raises:
-        InvalidQueryError: *value* is neither, or redis-py is not installed.
-    """
-    try:
-        import redis.asyncio as aioredis
-    except ImportError:
-        raise InvalidQueryError(
-            "the shared web cache needs redis-py: pip install 'closefunnel[redis]'",
-            field=field,
-            rule="extra",
-        ) from None
-    if isinstance(value, aioredis.Redis):
-        return
-    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
-        raise InvalidQueryError(
-            f"{field} must be a redis://, rediss:// or unix:// URL or a redis.asyncio.Redis, "
-            f"got {type(value).__name__}",
-            field=field,
-            rule="type",
-        )
-
-
-def redis_connection(value: object, *, field: str = "redis") -> tuple[redis.asyncio.Redis, bool]:
-    """
-    The Redis client for *value* (see :func:`check_redis`), and whether the caller owns
-    it (made it from a URL, so closes it).
-    """
-    check_redis(value, field=field)
-    import redis.asyncio as aioredis
-
-    if isinstance(value, aioredis.Redis):
-        return value, False
-    assert isinstance(value, str)
-    try:
-        client = aioredis.Redis.from_url(value, socket_timeout=1.0, socket_connect_timeout=1.0)
-    except ValueError:
-        # The message could quote the URL, and the URL can hold a password.
-        raise InvalidQueryError(
-            f"{field}: not a usable Redis URL", field=field, rule="url"
-        ) from None
-    return client, True
-
-
-def check_prefix(prefix: object, *, field: str = "redis_prefix") -> str:
-    """*prefix*, if it can namespace keys (non-empty, no braces: those are the hash tag)."""
-    if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
-        raise InvalidQueryError(
-            f"{field} must be a non-empty string without braces, got {prefix!r}",
-            field=field,
-            rule="type",
-        )
-    return prefix
 
 
 class _RedisDown(Exception):

@@ -13,7 +13,16 @@ Redis to give a permit back.
 Redis unreachable or failing: with ``fallback="local"`` (the default) the process falls
 back to its own in-process gate, with one WARNING per outage, and returns to the shared
 state once Redis answers again; the server's headers and 429s still protect the key in
-between. With ``fallback="fail"`` callers get :class:`GateUnavailableError` instead.
+between. With ``fallback="fail"`` callers get :class:`GateUnavailableError` instead. A
+reply that is not what the script returns (a damaged or foreign value in the gate's keys,
+or something other than Redis answering) counts as Redis failing, never as a crash of the
+dispatcher. The process's cap on requests in flight counts both kinds of permit: the
+shared leases still out when an outage begins count against the local gate, and the local
+permits still out when Redis is back count against the shared one.
+
+What lives only here and in the script, not in the pure
+:class:`~closefunnel._budget.Budget`: leases and their expiry, fairness between
+processes, and settling at most once (see :mod:`closefunnel._redis_script`).
 """
 
 from __future__ import annotations
@@ -26,24 +35,24 @@ import math
 import random
 import re
 import secrets
-from typing import TYPE_CHECKING, Final, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
 from closefunnel._budget import jitter_cap
 from closefunnel._errors import GateUnavailableError
 from closefunnel._gate import GatePermit, GateSnapshot, RateLimitGate, too_long_error
+from closefunnel._options import RedisFallback
 from closefunnel._ratelimit import RateLimitInfo
 from closefunnel._redis_script import POLL, STEP
 
 if TYPE_CHECKING:
     import redis.asyncio
 
-__all__ = ["RedisFallback", "RedisGate", "RedisHealth", "SharedPermit"]
+__all__ = ["RedisGate", "RedisHealth", "SharedPermit"]
 
 logger: Final = logging.getLogger("closefunnel.gate")
-
-RedisFallback = Literal["local", "fail"]
 
 #: The most a script call may take before Redis counts as failing.
 _OP_TIMEOUT: Final = 2.0
@@ -133,16 +142,129 @@ class SharedPermit:
         ]
 
 
+class _LocalPermit:
+    """A permit of the local gate, taken while Redis failed; see :class:`RedisGate`."""
+
+    __slots__ = ("_gate", "_permit", "_released")
+
+    def __init__(self, gate: RedisGate, permit: GatePermit) -> None:
+        self._gate = gate
+        self._permit = permit
+        self._released = False
+
+    def observe(self, status: int, info: RateLimitInfo | None, *, pause: float = 0.0) -> None:
+        """Teach the local gate from one response."""
+        self._permit.observe(status, info, pause=pause)
+
+    def release(self, *, refund: bool = False) -> None:
+        """Give the permit back to the local gate, and its slot under the cap."""
+        if not self._released:
+            self._released = True
+            self._permit.release(refund=refund)
+            self._gate._local_released()
+
+
 def gate_keys(prefix: str, key_id: str, group: str) -> list[str]:
     """The Redis keys of one gate: one hash tag, so the script works on Redis Cluster."""
     tag = _SAFE.sub("_", f"{key_id}:{group}")
-    parts = ("state", "leases", "lease_seq", "waiting")
+    parts = ("state", "leases", "lease_seq", "waiting", "expired")
     return [f"{prefix}:{{{tag}}}:{part}" for part in parts]
 
 
-def _number(text: bytes | str) -> float | None:
-    value = text.decode() if isinstance(text, bytes) else text
-    return None if value == "" else float(value)
+@attrs.frozen
+class _Reply:
+    """One script reply, checked (see :func:`_parse`); points in time on Redis's clock."""
+
+    now: float
+    asked_wait: float
+    wait: float
+    budget: float | None
+    window_end: float | None
+    pause_until: float | None
+    probing: bool
+    in_flight: int
+    rate_limited: int
+    grants: tuple[tuple[str, int, int], ...]  # (token, seq, seen)
+
+
+class _BadReply(ValueError):
+    """Internal: the reply is not what the script returns."""
+
+
+def _parse(reply: object, tokens: Sequence[str]) -> _Reply:
+    """
+    The script's reply, checked before any of it is used: every number finite, every
+    count a count, every grant one of the *tokens* this call sent (once). Anything else
+    (a damaged or foreign value in the gate's keys, or something other than Redis
+    answering) raises :class:`_BadReply`, which the dispatcher treats as Redis failing
+    rather than dying of it with callers queued.
+    """
+    if not isinstance(reply, list) or len(reply) < 10:
+        raise _BadReply("not a list of at least 10 fields")
+    fields = [_text(value) for value in reply]
+    count = _count(fields[9])
+    if count > len(tokens) or len(fields) != 10 + 3 * count:
+        raise _BadReply(f"{count} grants for {len(tokens)} asked, in {len(fields)} fields")
+    asked = set(tokens)
+    grants: list[tuple[str, int, int]] = []
+    for index in range(10, len(fields), 3):
+        token, seq, seen = fields[index : index + 3]
+        if token not in asked:
+            raise _BadReply("a grant of a token this call did not send")
+        asked.discard(token)
+        grants.append((token, _count(seq), _count(seen)))
+    if fields[6] not in ("0", "1"):
+        raise _BadReply("the probe flag is neither 0 nor 1")
+    return _Reply(
+        now=_finite(fields[0]),
+        asked_wait=_duration(fields[1]),
+        wait=_duration(fields[2]),
+        budget=_optional(fields[3]),
+        window_end=_optional(fields[4]),
+        pause_until=_optional(fields[5]),
+        probing=fields[6] == "1",
+        in_flight=_count(fields[7]),
+        rate_limited=_count(fields[8]),
+        grants=tuple(grants),
+    )
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("ascii")
+        except UnicodeDecodeError:
+            raise _BadReply("a field that is not ASCII") from None
+    if isinstance(value, str):
+        return value
+    raise _BadReply(f"a field of type {type(value).__name__}")
+
+
+def _count(text: str) -> int:
+    if not (0 < len(text) <= 18 and text.isascii() and text.isdigit()):
+        raise _BadReply("a count that is not a non-negative integer")
+    return int(text)
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise _BadReply("a number that is not a number") from None
+    if not math.isfinite(value):
+        raise _BadReply("a number that is not finite")
+    return value
+
+
+def _optional(text: str) -> float | None:
+    return None if text == "" else _finite(text)
+
+
+def _duration(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise _BadReply("a negative wait")
+    return value
 
 
 class RedisGate:
@@ -188,7 +310,16 @@ class RedisGate:
         self._fallback: RedisFallback = fallback
         self._rng = random.Random(seed)
         self._pid = secrets.token_hex(6)  # this gate's id among the processes sharing it
-        self._local = RateLimitGate(group, max_concurrency=max_concurrency, max_hold=max_hold)
+        # One cap for both kinds of permit: the shared leases still out during an outage
+        # count against the local gate, and its permits still out when Redis is back
+        # against the shared one (self._local_out).
+        self._local = RateLimitGate(
+            group,
+            max_concurrency=max_concurrency,
+            max_hold=max_hold,
+            held_elsewhere=self._leases_out,
+        )
+        self._local_out = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: collections.deque[tuple[asyncio.Future[SharedPermit], float]] = (
             collections.deque()
@@ -205,8 +336,8 @@ class RedisGate:
         # The last script reply, for snapshots and for telling impatient callers at once.
         self._asked_until = 0.0
         self._seen_at = 0.0
-        self._reply: tuple[float | None, float | None, float | None, bool, int, int] = (
-            None, None, None, False, 0, 0
+        self._reply: tuple[float | None, float | None, float | None, bool, int] = (
+            None, None, None, False, 0
         )  # fmt: skip
         self.round_trips = 0
 
@@ -254,7 +385,21 @@ class RedisGate:
                 f"{self.group}: Redis, which holds the shared rate-limit gate, is unreachable "
                 "(redis_fallback='fail')"
             )
-        return await self._local.acquire(max_wait=max_wait, front=front)
+        permit = await self._local.acquire(max_wait=max_wait, front=front)
+        self._local_out += 1
+        return _LocalPermit(self, permit)
+
+    def _leases_out(self) -> int:
+        return len(self._held)
+
+    def _local_released(self) -> None:
+        self._local_out -= 1
+        if self._down or self._closed or not self._waiters:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._start()  # a slot under the cap is free for the shared dispatcher
+            if not self._holding:
+                self._wake.set()
 
     def snapshot(self) -> GateSnapshot:
         """The gate's state as the last script call saw it, and this process's queue."""
@@ -262,7 +407,7 @@ class RedisGate:
             local = self._local.snapshot()  # plus the shared permits still out
             return attrs.evolve(local, in_flight=local.in_flight + len(self._held))
         now = self._loop.time() if self._loop is not None else 0.0
-        budget, window_end, pause_until, probing, _, rate_limited = self._reply
+        budget, window_end, pause_until, probing, rate_limited = self._reply
         age = now - self._seen_at
         return GateSnapshot(
             group=self.group,
@@ -302,6 +447,7 @@ class RedisGate:
         # Redis answers again, so their leases do not hold every process until expiry.
         self._pending.append(permit.settle_args(refund))
         if self._down:
+            self._local.wake()  # a slot under the cap is free for the local gate
             return
         if self._loop is not None and not self._loop.is_closed() and not self._closed:
             self._start()
@@ -317,7 +463,7 @@ class RedisGate:
     async def _dispatch(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._closed:
-            want = min(self._live_waiters(), self._cap - len(self._held))
+            want = min(self._live_waiters(), self._cap - len(self._held) - self._local_out)
             if not self._pending and want <= 0:
                 if not self._waiters and not self._held:
                     return  # idle: the next acquire or release starts a new task
@@ -339,7 +485,7 @@ class RedisGate:
                         await self._wake.wait()
                 self._holding = False
 
-    async def _call(self, settles: list[list[str]], want: int) -> list[bytes]:
+    async def _call(self, settles: list[list[str]], want: int) -> _Reply:
         args: list[str] = [repr(self._max_hold), repr(self._lease_ttl), repr(_KEY_TTL)]
         args.append(str(len(settles)))
         now = self.clock()
@@ -357,56 +503,49 @@ class RedisGate:
         self.round_trips += 1
         try:
             async with asyncio.timeout(_OP_TIMEOUT):
-                reply = await self._script(keys=self._keys, args=args)
+                raw = await self._script(keys=self._keys, args=args)
+            return _parse(raw, tokens)
         except BaseException as exc:
-            # Cancelled mid-call (the client is closing) or failed: the settles may not
-            # have run and the tokens may have been granted. They are sent again, by
-            # aclose() or once Redis answers again, the tokens as refunds (a settle of a
-            # lease that does not exist changes nothing).
+            # Cancelled mid-call (the client is closing), failed, or answered with
+            # something that is not the script's reply: the settles may not have run and
+            # the tokens may have been granted. They are sent again, by aclose() or once
+            # Redis answers again, the tokens as refunds. The script applies a settle at
+            # most once, so one that did run changes nothing the second time.
             self._pending[:0] = settles
             self._pending.extend(_refund_args(token) for token in tokens)
             if isinstance(exc, Exception):  # redis-py raises many kinds: all "failing"
                 raise _RedisFailure(exc) from None
             raise
-        if not isinstance(reply, list) or len(reply) < 10:
-            raise _RedisFailure(ValueError(f"unexpected script reply {reply!r:.80}"))
-        return reply
 
-    def _take(self, reply: list[bytes], loop: asyncio.AbstractEventLoop) -> float:
+    def _take(self, reply: _Reply, loop: asyncio.AbstractEventLoop) -> float:
         now = loop.time()
-        asked_wait = _number(reply[1]) or 0.0
-        wait = _number(reply[2]) or 0.0
-        redis_now = _number(reply[0]) or 0.0
-        budget, window_end, pause_until = (_number(reply[i]) for i in (3, 4, 5))
         self._reply = (
-            budget,
-            None if window_end is None else window_end - redis_now,
-            None if pause_until is None else pause_until - redis_now,
-            reply[6] in (b"1", "1"),
-            int(reply[7]),
-            int(reply[8]),
+            reply.budget,
+            None if reply.window_end is None else reply.window_end - reply.now,
+            None if reply.pause_until is None else reply.pause_until - reply.now,
+            reply.probing,
+            reply.rate_limited,
         )
         self._seen_at = now
-        self._asked_until = now + asked_wait
-        grants = int(reply[9])
+        self._asked_until = now + reply.asked_wait
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "closefunnel.gate: %s shared step: %d granted, wait %.3fs, budget %s, "
-                "%s in flight, %d waiting here",
-                self.group, grants, wait, budget, _text(reply[7]), self._live_waiters(),
+                "%d in flight, %d waiting here",
+                self.group, len(reply.grants), reply.wait, reply.budget, reply.in_flight,
+                self._live_waiters(),
             )  # fmt: skip
-        for index in range(grants):
-            token, seq, seen = reply[10 + 3 * index : 13 + 3 * index]
-            permit = SharedPermit(self, _text(token), int(seq), int(seen))
+        for token, seq, seen in reply.grants:
+            permit = SharedPermit(self, token, seq, seen)
             self._held.add(permit.token)
             self._sent += 1
             if not self._hand(permit):
                 permit.release(refund=True)  # every caller left: never sent
-        if asked_wait > 0:
+        if reply.asked_wait > 0:
             for future, max_wait in list(self._waiters):
-                if not future.done() and asked_wait > max_wait:
-                    future.set_exception(too_long_error(self.group, asked_wait, max_wait))
-        return wait
+                if not future.done() and reply.asked_wait > max_wait:
+                    future.set_exception(too_long_error(self.group, reply.asked_wait, max_wait))
+        return reply.wait
 
     def _hand(self, permit: SharedPermit) -> bool:
         while self._waiters:
@@ -424,9 +563,12 @@ class RedisGate:
             what = "falling back to this process's own gate" if self._fallback == "local" else (
                 "failing calls (redis_fallback='fail')"
             )  # fmt: skip
+            why = "an unexpected script reply" if isinstance(cause, _BadReply) else (
+                type(cause).__name__
+            )  # fmt: skip
             self._health.lost(
-                f"closefunnel: Redis is unreachable for the shared rate-limit gate "
-                f"({type(cause).__name__}); {what} until it answers again"
+                f"closefunnel: Redis is unreachable or failing for the shared rate-limit gate "
+                f"({why}); {what} until it answers again"
             )
         # The settles not sent and the permits still out stay: they reach Redis when it
         # answers again (or their leases expire there, if it never does).
@@ -475,7 +617,3 @@ class _RedisFailure(Exception):
 
 def _refund_args(token: str) -> list[str]:
     return [token, "0", "0", "0", "0", "0", "", "0", "0", "0", "0", "1", ""]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

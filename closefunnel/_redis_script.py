@@ -6,18 +6,39 @@ the number of permits asked for, so a busy process pays about one round trip a r
 
 The rules are the Budget's, field for field (the names below are its attributes); a
 differential test drives both with the same events and compares them after each step.
-What Redis adds is the lease: every permit is a member of a sorted set scored by its
-expiry, so a worker killed while holding permits gives them back when they expire, as
-if each had failed without an answer.
+Where the two differ, on purpose:
+
+- **When a window rolls.** The script calls ``ready_at()`` at the end of every call (for
+  the wait it reports), so an ended window rolls at the first call after its end, even
+  one that only settles; the in-process gate rolls it when a caller asks or the queue is
+  dispatched. A roll subtracts the permits in flight at that moment, so the two can guess
+  a different budget for the new window when permits are settled in between.
+- **Which seq a settle sees.** A 429's ``p_after_seq`` and an answer's "granted since"
+  (``seq - 1 - seen``) use the global ``seq`` when the settle reaches Redis, which counts
+  the permits other processes were granted between the answer's arrival and its settle.
+  In process they use ``seq`` at the answer's arrival. The shared figure is the more
+  cautious one (a lower budget; answers to those permits teach nothing about the pause).
+- **Only here:** leases and their expiry (an expired lease counts as a request that
+  failed, and its late answer is still learned from, once), the fairness share between
+  the processes waiting, and settling at most once (below).
+
+A settle is applied at most once. The client sends a settle again when its script call
+failed or timed out on the client's side, which can happen after Redis ran it; the first
+settle removes its lease (or the token of its expired lease) atomically, and a settle
+whose token is in neither set changes nothing.
 
 KEYS: [1] the state hash, [2] the leases (token -> expiry), [3] the leases' seq numbers,
-[4] the processes waiting (id -> when last seen).
+[4] the processes waiting (id -> when last seen), [5] the tokens of expired leases not
+settled yet (token -> when to forget it).
 ARGV: max_hold, lease_ttl, key_ttl, settle count, then 13 fields per settle
 (token, seq, seen, observed, status, has_info, limit, remaining, reset, pause, jitter,
 refund, seconds since the answer arrived), then the number of permits wanted, then
 that many fresh tokens, then the calling process's id and whether it wants none now.
 Returns strings: now, asked wait, wait, budget, window end, pause until, probe, in flight,
 rate limited, grant count, then (token, seq, seen) per grant.
+
+Needs Redis >= 4.0 (the multi-field ``HSET``); on 4.x, where a script's writes after
+``TIME`` are refused unless its effects are replicated, it asks for that first.
 """
 
 from __future__ import annotations
@@ -71,13 +92,17 @@ local function release(s, refund, settled)
 end
 
 -- Leases past their expiry: a worker died holding them; each is a request that failed.
+-- Their tokens are kept a while (KEYS[5]) so that an answer arriving late is still learned
+-- from, once.
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
 for _, token in ipairs(expired) do
   local s = tonumber(redis.call('HGET', KEYS[3], token) or '0')
   redis.call('ZREM', KEYS[2], token)
   redis.call('HDEL', KEYS[3], token)
+  redis.call('ZADD', KEYS[5], now + key_ttl, token)
   release(s, false, true)
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
 local in_flight = redis.call('ZCARD', KEYS[2])
 
 local function learn_from_pause(pause)
@@ -152,14 +177,18 @@ for _ = 1, n do
   local s, sn = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local observed, refund = ARGV[i + 3] == '1', ARGV[i + 11] == '1'
   at = now - math.max(0, tonumber(ARGV[i + 12]))
+  -- At most once: a settle takes its lease (or its expired token) away as it is applied,
+  -- so the same settle sent again (its first call timed out on the client's side after
+  -- Redis ran it) finds neither and changes nothing.
   local live = redis.call('ZREM', KEYS[2], token) == 1
   redis.call('HDEL', KEYS[3], token)
-  if observed then
+  local late = (not live) and redis.call('ZREM', KEYS[5], token) == 1
+  if observed and (live or late) then
     local limit = nil
     if ARGV[i + 6] ~= '' then limit = tonumber(ARGV[i + 6]) end
     observe(s, sn, tonumber(ARGV[i + 4]), ARGV[i + 5] == '1', limit, tonumber(ARGV[i + 7]),
             tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), tonumber(ARGV[i + 10]))
-    if not live then seen = seen - 1 end  -- its expiry counted it settled already
+    if late then seen = seen - 1 end  -- its expiry counted it settled already
   end
   if live then
     in_flight = in_flight - 1

@@ -108,6 +108,9 @@ class _Flight(Generic[K, V]):
         for waiter in waiters:
             if error is not None:
                 waiter.set_exception(error)
+                # A caller cancelled before it resumed never reads its share: the error
+                # is the work's, already retrieved above, so its copies are too.
+                waiter.exception()
             else:
                 waiter.set_result(task.result())
 
@@ -130,19 +133,13 @@ class SingleFlight(Generic[K, V]):
 
         *work* is called only when no work for *key* is in flight.
         """
-        waiter = self.join(key, work)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                waiter.exception()  # settled just as our caller was cancelled: not logged
-            raise
+        return await self.join(key, work)
 
     def join(self, key: K, work: Callable[[], Coroutine[Any, Any, V]]) -> asyncio.Future[V]:
         """
         :meth:`run` without a coroutine of its own, for a caller that gathers many: a
         future of the shared outcome. Cancelling it leaves the flight (see
-        :class:`_Waiter`); an outcome nobody takes from it is the caller's to retrieve.
+        :class:`_Waiter`).
         """
         loop = asyncio.get_running_loop()
         flight = self._flights.get(key)

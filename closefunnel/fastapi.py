@@ -30,6 +30,13 @@ is bounded before anything is sent: at most :data:`MAX_COMPARED` compared ranges
 :data:`MAX_USERS` users (configurable), no unknown parameters, and, with ``token=``, only
 callers holding the bearer token (``GET /health`` excepted, for load balancers).
 
+Browsers get a dashboard at ``GET /`` of the router (mounted under its prefix like the
+JSON routes; :mod:`closefunnel._web` has the page, its assets and why the page is open
+when the data is token-gated), ``GET /users`` for names, the per-user CSV at
+``GET /funnel/{pipeline_id}/users.csv``, and, in :func:`create_app`, ``/docs`` with
+Swagger UI's files served by the app (:func:`add_offline_docs`), so nothing loads from
+another host.
+
 Errors map to HTTP, all with the :class:`ErrorBody` shape: an invalid request (FastAPI's
 parameter checks, ours, a cap, or Close's 400) is 422, a missing or wrong token 401, an
 unknown pipeline or saved search 404, Close's rate limit beyond the retry policy's
@@ -52,7 +59,6 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
 
 import hmac
 import math
-import os
 import re
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -71,10 +77,12 @@ from closefunnel._errors import (
     NotFoundError,
     RateLimitedError,
 )
-from closefunnel._models import FunnelTotals, Pipeline
+from closefunnel._models import FunnelTotals, Pipeline, User
 from closefunnel._query import FunnelQuery, parse_compared, parse_range, validate_compared
-from closefunnel._redis_cache import SharedCache, check_prefix, check_redis, redis_connection
-from closefunnel._vocabulary import API_KEY_ENV, RELATIVE_RANGES, SAME_DAYS_RANGES
+from closefunnel._redis_cache import SharedCache
+from closefunnel._redis_url import check_prefix, check_redis, connect
+from closefunnel._vocabulary import RELATIVE_RANGES, SAME_DAYS_RANGES
+from closefunnel._web import add_dashboard, add_offline_docs, funnel_csv_response, open_paths
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -86,6 +94,7 @@ __all__ = [
     "ErrorBody",
     "FunnelService",
     "add_exception_handlers",
+    "add_offline_docs",
     "bearer_dependency",
     "client_lifespan",
     "create_app",
@@ -145,6 +154,11 @@ class FunnelService:
         )
         return result
 
+    async def users(self) -> list[User]:
+        """Every user of the organization, for showing names next to ids."""
+        result: list[User] = await self._cached(("users",), self.client.users, list[User])
+        return result
+
     async def funnel(
         self, query: FunnelQuery, compared: tuple[Any, ...] = ()
     ) -> FunnelTotals | FunnelComparison:
@@ -164,12 +178,9 @@ class FunnelService:
 def _default_factory(
     redis: str | redis.asyncio.Redis | None = None, redis_prefix: str = "closefunnel"
 ) -> Client:
-    key = os.environ.get(API_KEY_ENV, "").strip()
-    if not key:
-        raise RuntimeError(
-            f"closefunnel.fastapi: set {API_KEY_ENV} or pass client_factory= to client_lifespan()"
-        )
-    return Client(api_key=key, redis=redis, redis_prefix=redis_prefix)
+    # Client() reads CLOSE_API_KEY and CLOSE_BASE_URL itself, and says so when the key is
+    # missing: one reader for the library, the CLI and the app.
+    return Client(redis=redis, redis_prefix=redis_prefix)
 
 
 def client_lifespan(
@@ -184,8 +195,9 @@ def client_lifespan(
     A FastAPI ``lifespan`` that opens one :class:`Client` at startup and closes it at shutdown.
 
     Args:
-        client_factory: Makes the client (default: ``Client(api_key=$CLOSE_API_KEY)``,
-            sharing its rate-limit gate through *redis* when given).
+        client_factory: Makes the client (default: ``Client()``, which reads
+            ``CLOSE_API_KEY`` and ``CLOSE_BASE_URL``, sharing its rate-limit gate through
+            *redis* when given).
         cache_ttl: Seconds to serve identical router requests from memory; None (the
             default) turns the cache off, so library users get fresh data unless they
             ask otherwise.
@@ -201,7 +213,7 @@ def client_lifespan(
     ``async with client_lifespan(...)(app): yield``.
     """
     if redis is not None:
-        check_redis(redis)
+        check_redis(redis, purpose="the shared web cache")
     check_prefix(redis_prefix)
     if client_factory is not None:
         factory = client_factory
@@ -218,7 +230,7 @@ def client_lifespan(
         async with factory() as client:
             shared: SharedCache | None = None
             if cache is not None and cache_ttl is not None and redis is not None:
-                connection, owned = redis_connection(redis)
+                connection, owned = connect(redis, purpose="the shared web cache")
                 shared = SharedCache(
                     redis=connection,
                     ttl=cache_ttl,
@@ -427,16 +439,16 @@ class _BearerGate:
 class FunnelMetricsModel(pydantic.BaseModel):
     """The ten metrics: money in cents (annualized), durations in seconds, rates 0-1."""
 
-    average_time_to_win: float | None
+    average_time_to_win: int | float | None
     average_value_annualized_per_won_opportunity: int
     count: int
     count_total_complete: int
     count_total_won: int
-    count_win_rate: float
-    sales_velocity: float
+    count_win_rate: int | float
+    sales_velocity: int | float
     value_total_complete: int
     value_total_won: int
-    value_win_rate: float
+    value_win_rate: int | float
 
 
 class UserFunnelMetricsModel(FunnelMetricsModel):
@@ -445,18 +457,23 @@ class UserFunnelMetricsModel(FunnelMetricsModel):
     user_id: str
 
 
-class FunnelTotalsModel(pydantic.BaseModel):
-    """One report, as Close sends it."""
-
-    aggregations: FunnelMetricsModel | None
-    data: list[UserFunnelMetricsModel]
-
-
 class DateRangeModel(pydantic.BaseModel):
     """A half-open ``[start, end)`` range in ISO 8601."""
 
     start: str
     end: str
+
+
+class FunnelTotalsModel(pydantic.BaseModel):
+    """One report, as Close sends it."""
+
+    aggregations: FunnelMetricsModel | None
+    data: list[UserFunnelMetricsModel]
+    range: DateRangeModel | None = pydantic.Field(
+        default=None,
+        description="The absolute [start, end) range the report covered, resolved as Close "
+        "resolves relative and same-days ranges (not part of Close's own answer)",
+    )
 
 
 class DeltaModel(pydantic.BaseModel):
@@ -493,6 +510,11 @@ class ComparedPeriodModel(pydantic.BaseModel):
     """One compared range: its report and the deltas against the base."""
 
     compared: str | DateRangeModel
+    compared_range: DateRangeModel | None = pydantic.Field(
+        default=None,
+        description="The absolute [start, end) range the compared report covered "
+        "(``compared`` resolved as Close resolves it; the same as ``totals.range``)",
+    )
     totals: FunnelTotalsModel
     aggregations: MetricDeltasModel | None
     users: list[UserDeltasModel]
@@ -502,6 +524,11 @@ class FunnelComparisonModel(pydantic.BaseModel):
     """The base report and each compared period, in the order asked."""
 
     base: FunnelTotalsModel
+    base_range: DateRangeModel | None = pydantic.Field(
+        default=None,
+        description="The absolute [start, end) range of the base report (the same as "
+        "``base.range``)",
+    )
     comparisons: list[ComparedPeriodModel]
 
 
@@ -519,6 +546,22 @@ class PipelineModel(pydantic.BaseModel):
     id: str
     name: str
     statuses: list[PipelineStatusModel]
+
+
+class UserModel(pydantic.BaseModel):
+    """A user of the organization, for showing names next to ``user_id``s."""
+
+    id: str
+    name: str = pydantic.Field(
+        description="What to show: first and last name, else the email, else the id"
+    )
+    first_name: str
+    last_name: str
+    email: str | None
+
+
+class UserList(pydantic.RootModel[list[UserModel]]):
+    """Every user of the organization."""
 
 
 class FunnelResponse(pydantic.RootModel[FunnelComparisonModel | FunnelTotalsModel]):
@@ -612,14 +655,17 @@ def make_router(
     token: str | None = None,
 ) -> APIRouter:
     """
-    The routes (``/health``, ``/pipelines``, ``/funnel/{pipeline_id}``) with their caps.
+    The routes (``/health``, ``/pipelines``, ``/users``, ``/funnel/{pipeline_id}`` and its
+    ``/users.csv``) with their caps, and the dashboard (``/`` and ``/static/...``).
 
     Args:
         max_compared: Most ``compare`` values per request (default :data:`MAX_COMPARED`).
         max_users: Most ``users`` values per request (default :data:`MAX_USERS`).
-        token: When given, every route but ``/health`` needs ``Authorization: Bearer
-            <token>`` (401 otherwise). :func:`create_app` checks the token for the whole
-            app instead (the OpenAPI pages too), so pass it there when you use it.
+        token: When given, every data route needs ``Authorization: Bearer <token>``
+            (401 otherwise); ``/health`` and the dashboard's page and assets (no data;
+            the page asks for the token) stay open. :func:`create_app` checks the token
+            for the whole app instead (the OpenAPI pages too), so pass it there when you
+            use it.
 
     Past a cap the answer is 422 and nothing is asked of Close.
     """
@@ -671,16 +717,8 @@ def make_router(
         except CloseFunnelError as exc:
             return error_response(exc)
 
-    @api.get(
-        "/funnel/{pipeline_id}",
-        response_model=FunnelResponse,
-        responses=_ERRORS,
-        summary="A funnel totals report, or a comparison",
-        dependencies=dependencies,
-    )
-    async def funnel(
+    async def funnel_request(
         request: Request,
-        service: Service,
         pipeline_id: Annotated[
             str,
             Path(
@@ -737,11 +775,9 @@ def make_router(
                 examples=[2],
             ),
         ] = None,
-    ) -> Response:
-        """
-        The base report and each compared report, fetched concurrently and merged (the
-        totals alone when no ``compare`` is given). Money is in cents, durations in seconds.
-        """
+    ) -> tuple[FunnelQuery, tuple[Any, ...]] | Response:
+        # The parameters of both funnel routes; a refusal comes back as the response, so
+        # the router answers in ErrorBody shape even without add_exception_handlers.
         try:
             _unknown_parameters(request, _FUNNEL_PARAMETERS)
             _check_count("compare", len(compare), max_compared)
@@ -749,7 +785,7 @@ def make_router(
             # To the minute: a float just inside the bounds must not round to a zone
             # Python refuses (schemathesis found -23.99999999999 giving a 500).
             zone = None if tz_offset is None else timezone(timedelta(minutes=round(tz_offset * 60)))
-            query, compared = _funnel_query(
+            return _funnel_query(
                 pipeline_id,
                 report_range,
                 compare,
@@ -759,11 +795,98 @@ def make_router(
                 saved_search,
                 zone,
             )
-            return _json(await service.funnel(query, compared))
         except CloseFunnelError as exc:
             return error_response(exc)
 
+    # A default, not an annotation, for the same reason as the caps above.
+    parsed_request: Any = Depends(funnel_request)
+
+    @api.get(
+        "/users",
+        response_model=UserList,
+        responses={code: _ERRORS[code] for code in (401, 422, 502, 503)},
+        summary="The organization's users",
+        dependencies=dependencies,
+    )
+    async def list_users(request: Request, service: Service) -> Response:
+        """Every user with the name to show, for putting names next to ``user_id``s."""
+        try:
+            _unknown_parameters(request, frozenset())
+            return _json([_user_json(user) for user in await service.users()])
+        except CloseFunnelError as exc:
+            return error_response(exc)
+
+    @api.get(
+        "/funnel/{pipeline_id}",
+        response_model=FunnelResponse,
+        responses=_ERRORS,
+        summary="A funnel totals report, or a comparison",
+        dependencies=dependencies,
+    )
+    async def funnel(service: Service, parsed: Any = parsed_request) -> Response:
+        """
+        The base report and each compared report, fetched concurrently and merged (the
+        totals alone when no ``compare`` is given). Money is in cents, durations in seconds.
+        """
+        if isinstance(parsed, Response):
+            return parsed
+        try:
+            return _json(_funnel_json(await service.funnel(*parsed)))
+        except CloseFunnelError as exc:
+            return error_response(exc)
+
+    @api.get(
+        "/funnel/{pipeline_id}/users.csv",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+                "description": "One row per user and period, as ``closefunnel totals "
+                "--format csv`` writes it",
+            },
+            **_ERRORS,
+        },
+        summary="The per-user table of a report or comparison, as CSV",
+        dependencies=dependencies,
+    )
+    async def funnel_csv(service: Service, parsed: Any = parsed_request) -> Response:
+        """
+        The same report as ``/funnel/{pipeline_id}`` with the same parameters, as the
+        command line's CSV: the base period's users, then each compared period's, in
+        Close's units (cents, seconds, fractions), text cells safe for spreadsheets.
+        """
+        if isinstance(parsed, Response):
+            return parsed
+        try:
+            query, compared = parsed
+            return funnel_csv_response(query, await service.funnel(query, compared))
+        except CloseFunnelError as exc:
+            return error_response(exc)
+
+    add_dashboard(api, max_compared=max_compared)
     return api
+
+
+def _funnel_json(result: FunnelTotals | FunnelComparison) -> Any:
+    """*result* as JSON data, a comparison with its resolved ranges next to what was asked."""
+    if not isinstance(result, FunnelComparison):
+        return result
+    data: dict[str, Any] = CONVERTER.unstructure(result)
+    data["base_range"] = CONVERTER.unstructure(result.base_range)
+    for period, entry in zip(result.comparisons, data["comparisons"], strict=True):
+        entry["compared_range"] = CONVERTER.unstructure(period.compared_range)
+    # Keys in the documented order: base, base_range, comparisons.
+    return {"base": data["base"], "base_range": data["base_range"], **data}
+
+
+def _user_json(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "email": user.email,
+    }
 
 
 def _funnel_query(
@@ -843,10 +966,11 @@ def create_app(
     Args:
         cache_ttl, redis, redis_prefix: The response cache, shared by every worker
             through *redis* when given (see :func:`client_lifespan`).
-        token: When given, every request but ``GET {prefix}/health`` (the OpenAPI
-            pages included) needs ``Authorization: Bearer <token>``; others get 401 with
-            ``WWW-Authenticate: Bearer``. The token is compared in constant time and
-            never logged or echoed.
+        token: When given, every request but ``GET {prefix}/health`` and the
+            dashboard's page and assets (the OpenAPI pages included) needs
+            ``Authorization: Bearer <token>``; others get 401 with
+            ``WWW-Authenticate: Bearer``. The page asks for the token and sends it. The
+            token is compared in constant time and never logged or echoed.
         max_compared, max_users: The per-request caps (see :func:`make_router`).
 
     ``closefunnel serve`` runs this with a 30 s cache.
@@ -862,9 +986,15 @@ def create_app(
         lifespan=client_lifespan(
             client_factory, cache_ttl=cache_ttl, redis=redis, redis_prefix=redis_prefix
         ),
+        docs_url=None,  # both served offline below
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.include_router(make_router(max_compared=max_compared, max_users=max_users), prefix=prefix)
     add_exception_handlers(app)
     if token is not None:
-        app.add_middleware(_BearerGate, token=token, open_paths=frozenset({f"{prefix}/health"}))
+        # The dashboard's page and assets stay open: they carry no data, and the page
+        # asks for the token (see closefunnel._web._dashboard).
+        unguarded = frozenset({f"{prefix}/health", *open_paths(prefix)})
+        app.add_middleware(_BearerGate, token=token, open_paths=unguarded)
     return app

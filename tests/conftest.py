@@ -84,3 +84,12 @@ def _redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_close_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cf.Client()`` reads CLOSE_API_KEY and CLOSE_BASE_URL: a developer's own (a real key,
+    a real API root) must neither change what a test sees nor be used by one. Tests that
+    want them set them with ``monkeypatch.setenv``."""
+    monkeypatch.delenv("CLOSE_API_KEY", raising=False)
+    monkeypatch.delenv("CLOSE_BASE_URL", raising=False)

@@ -13,6 +13,7 @@ One module per concern, so a command reads from its handler down:
 - ``_render``: tables and CSV, and the terminal's trust boundary;
 - ``_console``: the two streams commands write to; ``_status``: the exit statuses;
   ``_failures``: one actionable line per failure.
+- ``_completion``: ``closefunnel completion`` and the answer to a shell's TAB.
 """
 
 from __future__ import annotations

@@ -14,9 +14,11 @@ import argparse
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from rich.console import RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,8 +33,10 @@ import closefunnel.cli._render as _render
 from closefunnel._client import BulkItem, Client
 from closefunnel._compare import FunnelComparison
 from closefunnel._convert import CONVERTER
-from closefunnel._models import FunnelTotals
-from closefunnel._query import FunnelQuery, paired_range
+from closefunnel._html import report_document
+from closefunnel._models import FunnelMetrics, FunnelTotals
+from closefunnel._query import Compared, FunnelQuery, paired_range
+from closefunnel.cli._chart import FunnelChart
 from closefunnel.cli._connection import (
     Connection,
     QueryTemplate,
@@ -55,23 +59,110 @@ def _write_json(console: Console, value: object, *, indent: bool = True) -> None
     console.write(_render.json_text(CONVERTER.dumps(value, option=option)) + "\n")
 
 
+def _title(query: FunnelQuery, pipeline_name: str) -> str:
+    kind = "active stage cohort" if query.type == "active-stage-cohort" else "created cohort"
+    return f"{pipeline_name} · {kind}"
+
+
 def _tables(
     result: Result, query: FunnelQuery, *, pipeline_name: str, user_names: dict[str, str]
 ) -> list[Table]:
     _, base = paired_range(query)
-    kind = "active stage cohort" if query.type == "active-stage-cohort" else "created cohort"
-    title = f"{pipeline_name} · {kind}"
+    title = _title(query, pipeline_name)
+    # Every period says which dates it covered: dates in the headings, or for a relative
+    # name ("last month") in the caption under the table.
     if isinstance(result, FunnelComparison):
+        periods = [(base, result.base_range)]
+        periods += [(p.compared, p.compared_range) for p in result.comparisons]
         return _render.comparison_tables(
             result,
             title=title,
-            base_label=_render.range_label(base),
-            compared_labels=[_render.range_label(p.compared) for p in result.comparisons],
+            base_label=_render.period_label(*periods[0]),
+            compared_labels=[_render.period_label(*period) for period in periods[1:]],
             user_names=user_names,
+            caption=_render.periods_caption(periods),
         )
+    label = _render.period_label(base, result.range)
     return _render.totals_tables(
-        result, title=f"{title}, {_render.range_label(base)}", user_names=user_names
+        result,
+        title=f"{title}, {label}",
+        user_names=user_names,
+        caption=_render.periods_caption([(base, result.range)]),
     )
+
+
+def _chart(result: Result, query: FunnelQuery, *, pipeline_name: str) -> FunnelChart | None:
+    """The funnel of every period as bars (None for a report without aggregations)."""
+    _, base = paired_range(query)
+    if isinstance(result, FunnelComparison):
+        base_totals = result.base
+        compared = [
+            (_render.period_label(p.compared, p.compared_range), p.totals)
+            for p in result.comparisons
+        ]
+    else:
+        base_totals, compared = result, []
+    periods: list[tuple[str, FunnelMetrics]] = []
+    base_label = _render.period_label(base, base_totals.range)
+    for label, totals in [(base_label, base_totals), *compared]:
+        if totals.aggregations is None:
+            return None
+        periods.append((label, totals.aggregations))
+    return FunnelChart(f"{_title(query, pipeline_name)}: funnel", periods)
+
+
+def _charted(
+    result: Result, query: FunnelQuery, tables: list[Table], *, pipeline_name: str, show: bool
+) -> list[RenderableType]:
+    """*tables* with the funnel chart after the metrics table, when *show* and it has one."""
+    chart = _chart(result, query, pipeline_name=pipeline_name) if show else None
+    if chart is None:
+        return list(tables)
+    return [tables[0], chart, *tables[1:]]
+
+
+def _show_chart(ns: argparse.Namespace, console: Console) -> bool:
+    """Charts are for people: on a terminal, unless ``--no-chart``; never into a pipe."""
+    return not ns.no_chart and console.rich().is_terminal
+
+
+def _html(
+    results: Sequence[tuple[Result, FunnelQuery, str]],
+    *,
+    title: str,
+    user_names: dict[str, str],
+    failures: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The standalone HTML report of ``(result, query, pipeline name)`` triples."""
+    reports = [(_title(query, name), result) for result, query, name in results]
+    base_label = None
+    if results:
+        _, base = paired_range(results[0][1])
+        base_label = _render.range_label(base)
+    return report_document(
+        reports, title=title, base_label=base_label, names=user_names, failures=failures
+    )
+
+
+def _document_title(query: FunnelQuery, compared: Sequence[Compared], subject: str) -> str:
+    _, base = paired_range(query)
+    versus = "".join(f" vs {_render.range_label(c)}" for c in compared)
+    return f"{subject}: {_render.range_label(base)}{versus}"
+
+
+def _length_notes(
+    results: Sequence[tuple[Result, FunnelQuery]], connection: Connection
+) -> list[RenderableType]:
+    """The note on periods of different lengths, once per distinct note (bulk runs ask
+    the same periods of every pipeline)."""
+    now = connection.now or datetime.now(UTC)  # the clock the client resolved on
+    notes: dict[str, RenderableType] = {}
+    for result, query in results:
+        if isinstance(result, FunnelComparison):
+            note = _render.length_note(result, base_spec=paired_range(query)[1], now=now)
+            if note is not None:
+                notes.setdefault(note.plain, note)
+    return list(notes.values())
 
 
 def _csv_rows(result: Result, query: FunnelQuery, prefix: Sequence[str] = ()) -> list[list[str]]:
@@ -91,7 +182,8 @@ def totals(ns: argparse.Namespace, console: Console) -> ExitStatus:
 
     async def run() -> tuple[Result, dict[str, str], dict[str, str]]:
         async with open_client(connection) as client:
-            looked_up = asyncio.ensure_future(names(client)) if ns.format == "table" else None
+            wants_names = ns.format in ("table", "html")
+            looked_up = asyncio.ensure_future(names(client)) if wants_names else None
             try:
                 result: Result = (
                     await client.compare_totals(query, *compared)
@@ -111,9 +203,18 @@ def totals(ns: argparse.Namespace, console: Console) -> ExitStatus:
         _write_json(console, result)
     elif ns.format == "csv":
         console.write(_render.write_csv(_csv_rows(result, query)))
+    elif ns.format == "html":
+        name = pipeline_names.get(query.pipeline, query.pipeline)
+        title = _document_title(query, compared, _title(query, name))
+        console.write(_html([(result, query, name)], title=title, user_names=user_names))
     else:
         name = pipeline_names.get(query.pipeline, query.pipeline)
-        console.show(*_tables(result, query, pipeline_name=name, user_names=user_names))
+        tables = _tables(result, query, pipeline_name=name, user_names=user_names)
+        show = _show_chart(ns, console)
+        console.show(
+            *_charted(result, query, tables, pipeline_name=name, show=show),
+            *_length_notes([(result, query)], connection),
+        )
     return ExitStatus.OK
 
 
@@ -140,7 +241,8 @@ def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
 
     async def run() -> tuple[list[BulkItem[Any]], dict[str, str], dict[str, str]]:
         async with open_client(connection) as client:
-            looked_up = await names(client) if ns.all_pipelines or ns.format == "table" else None
+            wants_names = ns.all_pipelines or ns.format in ("table", "html")
+            looked_up = await names(client) if wants_names else None
             user_names, pipeline_names = looked_up if looked_up is not None else ({}, {})
             todo = queries
             if ns.all_pipelines:
@@ -199,14 +301,14 @@ def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
                 rows += _csv_rows(item.result, item.query, prefix=(item.query.pipeline,))
         console.write(_render.write_csv(rows, header=("pipeline", *_render.CSV_HEADER)))
     elif ns.format == "table":
-        tables: list[Table] = []
-        for item in items:
-            if item.result is not None:
-                name = pipeline_names.get(item.query.pipeline, item.query.pipeline)
-                tables += _tables(
-                    item.result, item.query, pipeline_name=name, user_names=user_names
-                )
-        console.show(*tables)
+        shown: list[RenderableType] = []
+        show = _show_chart(ns, console)
+        done = [(item.result, item.query) for item in items if item.result is not None]
+        for result, query in done:
+            name = pipeline_names.get(query.pipeline, query.pipeline)
+            tables = _tables(result, query, pipeline_name=name, user_names=user_names)
+            shown += _charted(result, query, tables, pipeline_name=name, show=show)
+        console.show(*shown, *_length_notes(done, connection))
     failures = [
         (
             pipeline_names.get(item.query.pipeline, item.query.pipeline),
@@ -215,6 +317,17 @@ def bulk(ns: argparse.Namespace, console: Console) -> ExitStatus:
         for item in items
         if item.error is not None
     ]
+    if ns.format == "html":
+        named = [
+            (item.result, item.query, pipeline_names.get(item.query.pipeline, item.query.pipeline))
+            for item in items
+            if item.result is not None
+        ]
+        first = items[0].query if items else None
+        title = "Funnel reports"
+        if first is not None:
+            title = _document_title(first, compared, title)
+        console.write(_html(named, title=title, user_names=user_names, failures=failures))
     ok = len(items) - len(failures)
     if failures:
         console.show(_render.failures_table(failures), stderr=True)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from closefunnel._client import Client
+from closefunnel._environment import api_key_from_environment, base_url_from_environment
 from closefunnel._errors import CloseFunnelError
 from closefunnel._query import (
     Compared,
@@ -36,7 +37,7 @@ from closefunnel._query import (
     validate_compared,
 )
 from closefunnel._sansio import DEFAULT_BASE_URL
-from closefunnel._vocabulary import API_KEY_ENV, BASE_URL_ENV
+from closefunnel._vocabulary import API_KEY_ENV
 from closefunnel.cli._failures import FailureContext, UsageError
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def zone_hours(zone: timezone) -> float:
 def base_url_of(ns: argparse.Namespace) -> str:
     """``--base-url``, else ``CLOSE_BASE_URL``, else Close's API root."""
     given: str | None = getattr(ns, "base_url", None)
-    return given or os.environ.get(BASE_URL_ENV, "").strip() or DEFAULT_BASE_URL
+    return given or base_url_from_environment() or DEFAULT_BASE_URL
 
 
 def failure_context(ns: argparse.Namespace) -> FailureContext:
@@ -106,12 +107,12 @@ def _read_key(path: Path | None) -> str:
         if not key:
             raise UsageError(f"--api-key-file {str(path)!r} is empty")
         return key
-    key = os.environ.get(API_KEY_ENV, "").strip()
-    if not key:
+    from_environment = api_key_from_environment()
+    if from_environment is None:
         raise UsageError(
             f"no API key: set {API_KEY_ENV}, pass --api-key-file PATH, or use --emulator"
         )
-    return key
+    return from_environment
 
 
 #: The environment variable ``--redis`` defaults to.
@@ -212,9 +213,11 @@ async def client_factory(connection: Connection) -> AsyncIterator[Callable[[], C
     """
     async with contextlib.AsyncExitStack() as stack:
         api_key, base_url = connection.api_key, connection.base_url
+        clock: Callable[[], datetime] | None = None  # the system clock
         if connection.emulator:
             emu = await stack.enter_async_context(start_emulator(connection.now))
             api_key, base_url = emu.api_key, emu.base_url
+            clock = emu.now  # relative ranges resolve on the emulator's (maybe --now) clock
         if api_key is None:
             raise UsageError("no API key was read (Connection.with_key)")
 
@@ -225,6 +228,7 @@ async def client_factory(connection: Connection) -> AsyncIterator[Callable[[], C
                 tz_offset=connection.tz_offset,
                 max_concurrency=connection.max_concurrency,
                 redis=connection.redis,
+                clock=clock,
             )
 
         yield make_client

@@ -5,7 +5,8 @@ Every expected failure ends as one line on stderr and an exit status, never a tr
 (:class:`~closefunnel.cli._status.ExitStatus`): 1 when Close or the network failed (with
 what to do about it), 2 for bad usage or an invalid query (naming the bad value). A
 closed pipe (``| head``) ends quietly; a full disk says so. ``asyncio.run`` is called
-only by the commands: the rest of the package is plain async code.
+only by the commands: the rest of the package is plain async code. A call from a shell
+completion script is answered before any of that (:mod:`~closefunnel.cli._completion`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TextIO
 
 from closefunnel._errors import CloseFunnelError, InvalidQueryError
+from closefunnel.cli._completion import complete, requested
 from closefunnel.cli._connection import failure_context
 from closefunnel.cli._console import Console
 from closefunnel.cli._failures import UsageError, failure_message
@@ -47,8 +49,13 @@ def main(
     Data goes to *stdout* and everything for people to *stderr* (default: the process's
     streams, looked up at call time), so the command line can be run in-process.
     """
-    console = Console(out=stdout or sys.stdout, err=stderr or sys.stderr)
     parser = build_parser()
+    if argv is None and requested(os.environ):
+        # Started by a completion script (the process's own command line, never a caller's
+        # *argv*): the candidates go to the shell's descriptor and the process ends here.
+        complete(parser)
+        return ExitStatus.OK
+    console = Console(out=stdout or sys.stdout, err=stderr or sys.stderr)
     try:
         with contextlib.redirect_stdout(console.out), contextlib.redirect_stderr(console.err):
             ns = parser.parse_args(argv)  # argparse prints --help and its errors itself

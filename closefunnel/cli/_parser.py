@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 
+import attrs
+
 import closefunnel.cli._commands as _commands
+import closefunnel.cli._completion as _completion
 import closefunnel.cli.demo as demo
 import closefunnel.cli.serve as serve
 from closefunnel._sansio import DEFAULT_BASE_URL
 from closefunnel._version import __version__
-from closefunnel._vocabulary import API_KEY_ENV, REPORT_TYPES
+from closefunnel._vocabulary import API_KEY_ENV, RELATIVE_RANGES, REPORT_TYPES, SAME_DAYS_RANGES
 from closefunnel.cli._args import aware_datetime, hours, non_negative_seconds, port, positive_int
 from closefunnel.cli._connection import REDIS_URL_ENV
 
@@ -18,6 +22,32 @@ __all__ = ["build_parser"]
 
 
 _VERBOSE_HELP = "log retries and rate-limit pauses to stderr"
+
+
+@attrs.frozen
+class _Candidates:
+    """
+    What shell completion offers for a free-form option: each name with what it means.
+
+    A plain callable in argcomplete's completer shape (keyword arguments in, a mapping of
+    candidate to description out), so building the parser never imports argcomplete.
+    """
+
+    names: Mapping[str, str]
+
+    def __call__(self, **_: object) -> Mapping[str, str]:
+        return self.names
+
+
+_RELATIVE = dict.fromkeys(RELATIVE_RANGES, "relative range")
+_SAME_DAYS = dict.fromkeys(SAME_DAYS_RANGES, "the base days shifted back (needs a START..END base)")
+_RANGE_NAMES = _Candidates(_RELATIVE)
+_COMPARE_NAMES = _Candidates({**_RELATIVE, **_SAME_DAYS})
+
+
+def _completes(action: argparse.Action, candidates: _Candidates) -> None:
+    # argcomplete reads an action's `completer` attribute; argparse has no field for it.
+    setattr(action, "completer", candidates)  # noqa: B010
 
 
 def _global_options() -> argparse.ArgumentParser:
@@ -81,26 +111,35 @@ def _range_options() -> argparse.ArgumentParser:
         default="active-stage-cohort",
         help="report type (default: %(default)s)",
     )
-    group.add_argument(
-        "--range",
-        metavar="RANGE",
-        help="report range: a relative name (this-month, last-quarter, ...) or START..END "
-        "(default: this-month for active-stage-cohort reports)",
+    _completes(
+        group.add_argument(
+            "--range",
+            metavar="RANGE",
+            help="report range: a relative name (this-month, last-quarter, ...) or START..END "
+            "(default: this-month for active-stage-cohort reports)",
+        ),
+        _RANGE_NAMES,
     )
     group.add_argument("--from", dest="from_", metavar="ISO", help="report range start")
     group.add_argument("--to", metavar="ISO", help="report range end (exclusive)")
-    group.add_argument(
-        "--cohort-range",
-        metavar="RANGE",
-        help="cohort range for created-cohort reports (same forms as --range)",
+    _completes(
+        group.add_argument(
+            "--cohort-range",
+            metavar="RANGE",
+            help="cohort range for created-cohort reports (same forms as --range)",
+        ),
+        _RANGE_NAMES,
     )
-    group.add_argument(
-        "--compare",
-        action="append",
-        default=[],
-        metavar="RANGE",
-        help="compare with RANGE: a relative name (last-month), a same-days name "
-        "(same-days-last-year, needs a START..END base) or START..END; repeatable",
+    _completes(
+        group.add_argument(
+            "--compare",
+            action="append",
+            default=[],
+            metavar="RANGE",
+            help="compare with RANGE: a relative name (last-month), a same-days name "
+            "(same-days-last-year, needs a START..END base) or START..END; repeatable",
+        ),
+        _COMPARE_NAMES,
     )
     group.add_argument(
         "--users", nargs="+", action="extend", default=[], metavar="ID", help="user or group ids"
@@ -115,6 +154,15 @@ def _format_option(parser: argparse.ArgumentParser, *choices: str) -> None:
         choices=choices,
         default=choices[0],
         help="output: " + ", ".join(choices) + " (default: %(default)s; data goes to stdout)",
+    )
+
+
+def _chart_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-chart",
+        action="store_true",
+        help="table output: leave out the funnel bar chart (drawn only on a terminal, "
+        "never into a pipe or file)",
     )
 
 
@@ -162,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
         "each compared report concurrently, merged.",
     )
     totals.add_argument("--pipeline", required=True, metavar="ID", help="pipeline id")
-    _format_option(totals, "table", "json", "csv")
+    _format_option(totals, "table", "json", "csv", "html")
+    _chart_option(totals)
     totals.set_defaults(handler=_commands.totals)
 
     bulk = sub.add_parser(
@@ -175,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     which = bulk.add_mutually_exclusive_group(required=True)
     which.add_argument("--all-pipelines", action="store_true", help="every pipeline")
     which.add_argument("--pipeline", nargs="+", action="extend", metavar="ID", help="pipeline ids")
-    _format_option(bulk, "table", "json", "jsonl", "csv")
+    _format_option(bulk, "table", "json", "jsonl", "csv", "html")
+    _chart_option(bulk)
     bulk.add_argument(
         "--max-concurrency",
         type=positive_int,
@@ -227,7 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative_seconds,
         default=30.0,
         metavar="SECONDS",
-        help="serve identical requests from memory for this long; 0 = off (default: %(default)s)",
+        help=(
+            "serve identical requests from memory (or Redis, with --redis) for this long; "
+            "0 = off, and with it the single-flight workers share (default: %(default)s)"
+        ),
     )
     serve_parser.add_argument(
         "--workers",
@@ -245,4 +298,23 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: the {serve.TOKEN_ENV} environment variable; none = no auth)",
     )
     serve_parser.set_defaults(handler=serve.serve)
+
+    completion = sub.add_parser(
+        "completion",
+        parents=[common],
+        help="print the shell completion script for bash, zsh or fish",
+        # Raw text (the examples' lines must stay lines), so the description is wrapped here.
+        description="Print a script that makes SHELL complete closefunnel's commands, options\n"
+        "and their values (report types, range names, --format ...). Load it from the\n"
+        "shell's startup file, or save it where the shell looks for completions.",
+        epilog="examples:\n"
+        '  eval "$(closefunnel completion bash)"    # in ~/.bashrc\n'
+        '  eval "$(closefunnel completion zsh)"     # in ~/.zshrc, after compinit\n'
+        "  closefunnel completion fish > ~/.config/fish/completions/closefunnel.fish",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    completion.add_argument(
+        "shell", choices=_completion.SHELLS, metavar="SHELL", help="bash, zsh or fish"
+    )
+    completion.set_defaults(handler=_completion.completion)
     return parser

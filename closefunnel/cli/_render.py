@@ -3,9 +3,10 @@ Turning reports into what people read (rich tables) and what programs read (JSON
 
 Kept apart from argument handling so every command formats numbers the same way. Close
 sends money as integer cents, durations as seconds and rates as fractions; people read
-dollars, days and percentages, so every conversion for display happens here and nowhere
-else. Machine formats keep Close's units (cents, seconds, fractions) so nothing is lost or
-rounded on the way to ``jq`` or a sheet.
+dollars, days and percentages. Those conversions (and metric labels, change marks, range
+labels) live in :mod:`closefunnel._display`, shared with the HTML report, and are
+re-exported here; this module adds what is rich's. Machine formats keep Close's units
+(cents, seconds, fractions) so nothing is lost or rounded on the way to ``jq`` or a sheet.
 
 This is also the terminal's trust boundary. Pipeline, status and user names are typed by
 Close users into their own profiles, and error messages carry what a server (or a proxy
@@ -21,10 +22,9 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from rich import box
@@ -33,9 +33,24 @@ from rich.text import Text
 
 from closefunnel._compare import Delta, FunnelComparison, UserDeltas
 from closefunnel._convert import csv_value
+from closefunnel._display import (
+    LOWER_IS_BETTER,
+    METRIC_LABELS,
+    Tone,
+    change_mark,
+    clean,
+    format_delta,
+    format_value,
+    range_label,
+    range_text,
+    sort_key,
+)
+from closefunnel._display import NONE as _NONE
 from closefunnel._models import FunnelMetrics, FunnelTotals, Pipeline, User
+from closefunnel._periods import shift_same_days
 from closefunnel._query import DateRange, RangeSpec, format_instant
-from closefunnel._vocabulary import METRIC_NAMES
+from closefunnel._records import spreadsheet_text
+from closefunnel._vocabulary import METRIC_NAMES, SAME_DAYS_RANGES
 
 __all__ = [
     "CSV_HEADER",
@@ -52,6 +67,9 @@ __all__ = [
     "format_delta",
     "format_value",
     "json_text",
+    "length_note",
+    "period_label",
+    "periods_caption",
     "pipelines_csv_rows",
     "pipelines_table",
     "plain",
@@ -64,64 +82,19 @@ __all__ = [
     "write_csv",
 ]
 
-#: What each metric is called in tables, in the order tables list them (funnel order).
-METRIC_LABELS: Final[Mapping[str, str]] = {
-    "count": "Opportunities",
-    "count_total_complete": "Completed",
-    "count_total_won": "Won",
-    "count_win_rate": "Win rate",
-    "value_total_complete": "Value completed",
-    "value_total_won": "Value won",
-    "value_win_rate": "Value win rate",
-    "average_value_annualized_per_won_opportunity": "Avg value per win",
-    "average_time_to_win": "Avg time to win",
-    "sales_velocity": "Velocity / day",
-}
+#: How each change tone looks in a terminal.
+_TONE_STYLES: Final[Mapping[Tone, str]] = {"good": "green", "bad": "red", "none": "dim"}
 
-#: Metrics where a drop is good news, so their marks are coloured the other way round.
-LOWER_IS_BETTER: Final = frozenset({"average_time_to_win"})
+#: CSV columns: the period, its range as given and as resolved (``start``, ``end``: ISO
+#: 8601, half-open), then Close's own per-user CSV columns.
+CSV_HEADER: Final = ("period", "range", "start", "end", "user_id", *METRIC_NAMES)
 
-_MONEY: Final = frozenset(
-    {
-        "value_total_complete",
-        "value_total_won",
-        "average_value_annualized_per_won_opportunity",
-        "sales_velocity",
-    }
-)
-_RATES: Final = frozenset({"count_win_rate", "value_win_rate"})
-_DURATIONS: Final = frozenset({"average_time_to_win"})
-_NONE: Final = "\u2014"  # em dash, for "no value"
-_DASH: Final = "\u2013"  # en dash, for date spans
-_DAY: Final = 86_400
-#: Beyond this, in the unit shown (dollars, percent, days, opportunities), a number is
-#: written in scientific notation.
-_HUGE: Final = 1e12
-
-#: CSV columns: the period, its range, then Close's own per-user CSV columns.
-CSV_HEADER: Final = ("period", "range", "user_id", *METRIC_NAMES)
-
-Number = int | float
-
-# C0 controls but tab and newline, DEL, C1 controls (ESC and CSI/OSC among them), and the
-# bidirectional overrides and isolates that reorder what a line appears to say.
-_CONTROL: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-# In CSV, tab, CR and LF are data (quoted by the writer); the other controls are not.
-_CSV_CONTROL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-# What a spreadsheet reads as the start of a formula (OWASP "CSV injection").
-_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 _REPLACEMENT: Final = "\ufffd"
 # What orjson leaves raw in JSON strings but a terminal may still act on (it escapes C0).
 _JSON_UNSAFE: Final = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 # -- text from the server --------------------------------------------------------------------
-
-
-def clean(text: str) -> str:
-    """*text* with every control character that could move the cursor, retitle the
-    window or open a hyperlink replaced by U+FFFD (newline and tab are kept)."""
-    return _CONTROL.sub(_REPLACEMENT, text)
 
 
 def plain(text: str, *, style: str = "") -> Text:
@@ -138,8 +111,8 @@ def csv_text(text: str) -> str:
     shows it as text instead of evaluating it. Only text cells go through here: numbers
     are written as numbers, negative ones included.
     """
-    text = _CSV_CONTROL.sub(_REPLACEMENT, text)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    # The library's tidy CSV (FunnelComparison.to_csv) applies the same rule: one copy.
+    return spreadsheet_text(text)
 
 
 def json_text(encoded: bytes) -> str:
@@ -151,82 +124,6 @@ def json_text(encoded: bytes) -> str:
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", encoded.decode())
 
 
-# -- numbers -------------------------------------------------------------------------------
-
-
-def _money(cents: Number, *, sign: bool = False) -> str:
-    dollars = round(cents / 100)
-    prefix = ("+" if dollars > 0 else "-" if dollars < 0 else "±") if sign else ""
-    if not sign and dollars < 0:
-        prefix = "-"
-    return f"{prefix}${abs(dollars):,}"
-
-
-def _missing(value: Number | None) -> bool:
-    return value is None or (isinstance(value, float) and not math.isfinite(value))
-
-
-def _huge(metric: str, value: Number, *, signed: bool) -> str | None:
-    """
-    Scientific notation for a number too big to print in full (a dash when scaling it
-    overflows), or None for an ordinary number: one absurd value from a server must not
-    push every other column of a table off the screen.
-    """
-    scale = 0.01 if metric in _MONEY else 100 if metric in _RATES else 1 / _DAY
-    if metric not in _MONEY | _RATES | _DURATIONS:
-        scale = 1
-    try:
-        shown = float(value) * scale
-    except OverflowError:  # an int beyond float range
-        return _NONE
-    if not math.isfinite(shown):
-        return _NONE
-    if abs(shown) < _HUGE:
-        return None
-    sign = ("+" if shown > 0 else "-") if signed else "-" if shown < 0 else ""
-    unit = "$" if metric in _MONEY else ""
-    suffix = (
-        (" pp" if signed else "%") if metric in _RATES else " d" if metric in _DURATIONS else ""
-    )
-    return f"{sign}{unit}{abs(shown):.3g}{suffix}"
-
-
-def format_value(metric: str, value: Number | None) -> str:
-    """*value* of *metric* for people: "$12,345" from cents, "34.5%", "3.2 d", "1,760".
-
-    None and non-finite numbers (an overflowed delta) are an em dash."""
-    if _missing(value):
-        return _NONE
-    assert value is not None
-    huge = _huge(metric, value, signed=False)
-    if huge is not None:
-        return huge
-    if metric in _MONEY:
-        return _money(value)
-    if metric in _RATES:
-        return f"{value * 100:.1f}%"
-    if metric in _DURATIONS:
-        return f"{value / _DAY:.1f} d"
-    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
-
-
-def format_delta(metric: str, value: Number | None) -> str:
-    """A signed difference: "+$1,200", "-2.5 pp" (percentage points), "+0.4 d", "+12"."""
-    if _missing(value):
-        return _NONE
-    assert value is not None
-    huge = _huge(metric, value, signed=True)
-    if huge is not None:
-        return huge
-    if metric in _MONEY:
-        return _money(value, sign=True)
-    if metric in _RATES:
-        return f"{value * 100:+.1f} pp"
-    if metric in _DURATIONS:
-        return f"{value / _DAY:+.1f} d"
-    return f"{value:+,}" if isinstance(value, int) else f"{value:+,.1f}"
-
-
 def change_text(metric: str, change: float | None) -> Text:
     """
     The relative change with a ▲/▼ mark, green when it is good news and red when not.
@@ -234,57 +131,122 @@ def change_text(metric: str, change: float | None) -> Text:
     For :data:`LOWER_IS_BETTER` metrics (a longer time to win is bad) the colours swap,
     so green always means "better" at a glance.
     """
-    if change is None or _missing(change):
-        return Text(_NONE, style="dim")
-    if change == 0:
-        return Text("0.0%", style="dim")
-    up = change > 0
-    good = up != (metric in LOWER_IS_BETTER)
-    mark = "▲" if up else "▼"
-    percent = abs(change) * 100
-    shown = f"{percent:.3g}" if percent >= _HUGE else f"{percent:,.1f}"
-    return Text(f"{mark} {shown}%", style="green" if good else "red")
+    mark = change_mark(metric, change)
+    return Text(mark.text, style=_TONE_STYLES[mark.tone])
 
 
-# -- ranges --------------------------------------------------------------------------------
-
-
-def range_text(spec: RangeSpec | None) -> str:
-    """A range as typed on the command line: its name, or ``START..END`` in ISO 8601."""
-    if spec is None:
-        return ""
-    if isinstance(spec, DateRange):
-        return f"{format_instant(spec.start)}..{format_instant(spec.end)}"
-    return spec
-
-
-def _day(value: datetime) -> str:
-    return f"{value:%b} {value.day}"
-
-
-def range_label(spec: RangeSpec | None) -> str:
+def period_label(spec: RangeSpec | None, resolved: DateRange | None) -> str:
     """
-    A range for a table heading: "this month", or "Nov 1-18, 2026" for a date range.
-
-    Date ranges are half-open, so an end at midnight is shown as the day before (the
-    last day inside the range), which is how people say date ranges.
+    A period for a table heading: a relative name as itself ("last month"; the table's
+    caption gives its dates, see :func:`periods_caption`), a same-days name or a date
+    range as the dates it covered ("Oct 1-18, 2026"), a name not resolved as the name.
     """
-    if spec is None:
-        return "any time"
-    if not isinstance(spec, DateRange):
-        return spec.replace("-", " ")
-    start, end = spec.start, spec.end
-    midnight = end.hour == end.minute == end.second == end.microsecond == 0
-    if not midnight or start.time() != datetime.min.time():
-        return f"{start:%Y-%m-%d %H:%M} {_DASH} {end:%Y-%m-%d %H:%M}"
-    last = end - timedelta(days=1)
-    if last.date() == start.date():
-        return f"{_day(start)}, {start.year}"
-    if (start.year, start.month) == (last.year, last.month):
-        return f"{_day(start)}{_DASH}{last.day}, {start.year}"
-    if start.year == last.year:
-        return f"{_day(start)} {_DASH} {_day(last)}, {start.year}"
-    return f"{_day(start)}, {start.year} {_DASH} {_day(last)}, {last.year}"
+    if resolved is None or (isinstance(spec, str) and spec not in SAME_DAYS_RANGES):
+        return range_label(spec)
+    return range_label(resolved)
+
+
+def periods_caption(periods: Iterable[tuple[RangeSpec | None, DateRange | None]]) -> str | None:
+    """
+    The dates each relatively named period covered, for under a table: "this month: Dec
+    1-31, 2026 · last month: Nov 1-30, 2026". None when no period is named relatively.
+    """
+    named = [
+        f"{range_label(spec)}: {range_label(resolved)}"
+        for spec, resolved in periods
+        if isinstance(spec, str) and spec not in SAME_DAYS_RANGES and resolved is not None
+    ]
+    return " \u00b7 ".join(named) or None
+
+
+def _days(length: timedelta) -> str:
+    days = length / timedelta(days=1)
+    shown = f"{days:,.0f}" if days.is_integer() else f"{days:,.1f}"
+    return f"{shown} day" + ("" if shown == "1" else "s")
+
+
+def _covered(rng: DateRange, now: datetime) -> DateRange | None:
+    """
+    The part of *rng* that has begun: up to the end of today in the range's own zone
+    (a period in progress counts its current day), or the whole range once it is past.
+    None for a range that starts after today.
+    """
+    zone = rng.start.tzinfo
+    local = now.astimezone(zone)
+    tomorrow = datetime(local.year, local.month, local.day, tzinfo=zone) + timedelta(days=1)
+    end = min(rng.end, tomorrow)
+    return DateRange(rng.start, end) if end > rng.start else None
+
+
+#: Periods whose lengths differ by more than this fraction get a note under the table:
+#: whole calendar months (28 to 31 days, up to 9.7 % apart) against each other mostly do
+#: not (Feb against Jan does), month-to-date against a whole month does.
+LENGTH_TOLERANCE: Final = 0.05
+
+
+def _instant_option(value: datetime) -> str:
+    midnight = value.hour == value.minute == value.second == value.microsecond == 0
+    return f"{value:%Y-%m-%d}" if midnight else format_instant(value)
+
+
+def length_note(
+    comparison: FunnelComparison,
+    *,
+    base_spec: RangeSpec | None,
+    now: datetime,
+) -> Text | None:
+    """
+    A note for under the table when the base and a compared period differ in length:
+    ``this-month`` on the 1st is one day so far, ``last-month`` thirty, and totals
+    (counts, values) grow with the days counted. It says how long each is and points at
+    the ``same-days-*`` comparison of the base's days so far. None when they match.
+
+    A period in progress counts up to the end of today (*now* in its own zone): that is
+    all Close has to count, whatever the range's end.
+    """
+    base = comparison.base_range
+    covered = None if base is None else _covered(base, now)
+    if base is None or covered is None:
+        return None
+    base_length = covered.end - covered.start
+    lines: list[str] = []
+    pointers: dict[str, None] = {}  # same-days names that land on a mismatched period
+    point = False
+    for period in comparison.comparisons:
+        compared = period.compared_range
+        seen = None if compared is None else _covered(compared, now)
+        if compared is None or seen is None:
+            continue
+        length = seen.end - seen.start
+        if abs(length - base_length) <= LENGTH_TOLERANCE * max(length, base_length):
+            continue
+        named = isinstance(period.compared, str)
+        name = f"{range_label(period.compared)} " if named else ""
+        lines.append(f"{name}{range_label(compared)} is {_days(length)}")
+        if period.compared in SAME_DAYS_RANGES:
+            continue  # the same days already; the calendar made them differ
+        point = True
+        zone = covered.start.tzinfo or UTC
+        for same in SAME_DAYS_RANGES:
+            if shift_same_days(covered, same, zone=zone).start == compared.start:
+                pointers[same] = None
+    if not lines:
+        return None
+    so_far = " so far" if covered.end < base.end else ""
+    base_name = f"{range_label(base_spec)} " if isinstance(base_spec, str) else ""
+    text = (
+        f"The periods differ in length: {base_name}{range_label(covered)} is "
+        f"{_days(base_length)}{so_far}; " + "; ".join(lines) + "."
+    )
+    if point:
+        names = " ".join(f"--compare {same}" for same in pointers)
+        text += (
+            " Totals grow with the days counted: for the same days, use "
+            f"--from {_instant_option(covered.start)} --to {_instant_option(covered.end)} "
+            + (names or "with --compare same-days-last-week|month|quarter|year")
+            + "."
+        )
+    return Text(text, style="yellow")
 
 
 # -- tables --------------------------------------------------------------------------------
@@ -320,6 +282,13 @@ def _header(label: str) -> str:
     return label.replace(", ", "\n", 1)
 
 
+def _caption(table: Table, caption: str | None) -> None:
+    if caption is not None:
+        table.caption = caption + "\n"  # a blank line before the next table's title
+        table.caption_justify = "left"
+        table.caption_style = "dim"
+
+
 def _user_name(user_id: str, names: Mapping[str, str]) -> str:
     return names.get(user_id, user_id)
 
@@ -328,15 +297,15 @@ def _user_cell(user_id: str, names: Mapping[str, str]) -> Text:
     return plain(_user_name(user_id, names))
 
 
-def _sort_key(value: Number | None, name: str) -> tuple[int, float, str]:
-    # Biggest first, users with nothing on the base side last, then by name.
-    return (value is None, -(value or 0), name.casefold())
-
-
 def totals_tables(
-    totals: FunnelTotals, *, title: str, user_names: Mapping[str, str] | None = None
+    totals: FunnelTotals,
+    *,
+    title: str,
+    user_names: Mapping[str, str] | None = None,
+    caption: str | None = None,
 ) -> list[Table]:
-    """One report: a table of the ten metrics, then a table per user."""
+    """One report: a table of the ten metrics, then a table per user (*caption* under
+    the first)."""
     names = user_names or {}
     tables: list[Table] = []
     if totals.aggregations is not None:
@@ -353,7 +322,7 @@ def totals_tables(
         _number_column(users, METRIC_LABELS[metric])
     rows = sorted(
         totals.data,
-        key=lambda row: _sort_key(row.value_total_won, _user_name(row.user_id, names)),
+        key=lambda row: sort_key(row.value_total_won, _user_name(row.user_id, names)),
     )
     for row in rows:
         users.add_row(
@@ -363,6 +332,7 @@ def totals_tables(
     if not rows:
         users.add_row(Text("no opportunities in scope", style="dim"), *([""] * len(shown)))
     tables.append(users)
+    _caption(tables[0], caption)
     return tables
 
 
@@ -373,10 +343,12 @@ def comparison_tables(
     base_label: str,
     compared_labels: Sequence[str],
     user_names: Mapping[str, str] | None = None,
+    caption: str | None = None,
 ) -> list[Table]:
     """
     A comparison: the ten metrics against each compared period (value, Δ, % change),
-    then per user the headline numbers with the change in value won per compared period.
+    then per user the headline numbers with the change in value won per compared period
+    (*caption*, such as the periods' dates, under the first table).
     """
     names = user_names or {}
     periods = comparison.comparisons
@@ -410,6 +382,7 @@ def comparison_tables(
             table.add_row(*cells)
         tables.append(table)
     tables.append(_users_comparison_table(comparison, title, base_label, compared_labels, names))
+    _caption(tables[0], caption)
     return tables
 
 
@@ -426,7 +399,7 @@ def _users_comparison_table(
     for metric in shown:
         _number_column(users, METRIC_LABELS[metric])
     for label in compared_labels:
-        _number_column(users, f"Value won vs\n{label}")
+        _number_column(users, f"Value won vs\n{_header(label)}")
     # Every user seen in any period, in a stable order: the outer join of each period
     # already starts with the base users, so collect ids across periods.
     order: dict[str, None] = {}
@@ -440,7 +413,7 @@ def _users_comparison_table(
 
     def key(user_id: str) -> tuple[int, float, str]:
         row = base_rows.get(user_id)
-        return _sort_key(None if row is None else row.value_total_won, _user_name(user_id, names))
+        return sort_key(None if row is None else row.value_total_won, _user_name(user_id, names))
 
     for user_id in sorted(order, key=key):
         row = base_rows.get(user_id)
@@ -532,13 +505,20 @@ def _csv_cell(value: object) -> str:
 
 
 def _user_rows(
-    period: str, rng: str, rows: Iterable[FunnelMetrics], prefix: Sequence[str]
+    period: str,
+    rng: str,
+    resolved: DateRange | None,
+    rows: Iterable[FunnelMetrics],
+    prefix: Sequence[str],
 ) -> list[list[str]]:
     out: list[list[str]] = []
+    bounds = (
+        ("", "") if resolved is None else tuple(map(format_instant, (resolved.start, resolved.end)))
+    )
     for row in rows:
         user_id = str(getattr(row, "user_id", ""))
         cells = [_csv_cell(getattr(row, metric)) for metric in METRIC_NAMES]
-        texts = [csv_text(text) for text in (*prefix, period, rng, user_id)]
+        texts = [csv_text(text) for text in (*prefix, period, rng, *bounds, user_id)]
         out.append([*texts, *cells])
     return out
 
@@ -546,8 +526,12 @@ def _user_rows(
 def totals_csv_rows(
     totals: FunnelTotals, *, base_range: RangeSpec | None, prefix: Sequence[str] = ()
 ) -> list[list[str]]:
-    """One row per user: ``base``, the range, ``user_id`` and the ten metrics in Close's units."""
-    return _user_rows("base", range_text(base_range), totals.data, prefix)
+    """
+    One row per user: ``base``, the range as given and as resolved (``start``, ``end``;
+    empty when the report does not know it), ``user_id`` and the ten metrics in Close's
+    units.
+    """
+    return _user_rows("base", range_text(base_range), totals.range, totals.data, prefix)
 
 
 def comparison_csv_rows(
@@ -556,7 +540,13 @@ def comparison_csv_rows(
     """The base period's user rows, then each compared period's (period ``compared``)."""
     rows = totals_csv_rows(comparison.base, base_range=base_range, prefix=prefix)
     for period in comparison.comparisons:
-        rows += _user_rows("compared", range_text(period.compared), period.totals.data, prefix)
+        rows += _user_rows(
+            "compared",
+            range_text(period.compared),
+            period.compared_range,
+            period.totals.data,
+            prefix,
+        )
     return rows
 
 

@@ -2,9 +2,10 @@
 ``closefunnel demo``: this month to date against the same days last month and last year,
 for every pipeline of an in-process emulator's demo organization. No key, no network.
 
-The calendar maths (the month-to-date range and the same days shifted back by calendar
-months) is here because only the demo's headings need it: the emulator works out the
-compared ranges on its own, as Close does.
+On the 1st of a month, month-to-date is a single day, which is a poor first look at a
+funnel: the demo then shows last month, whole, against the month before and the same month
+last year. The compared periods' dates in the headings are the ones the client resolved
+(``ComparedPeriod.compared_range``), so they are the dates the numbers cover.
 """
 
 from __future__ import annotations
@@ -28,29 +29,31 @@ from closefunnel.cli._console import Console
 from closefunnel.cli._failures import FailureContext, failure_message
 from closefunnel.cli._status import ExitStatus
 
-__all__ = ["DEMO_COMPARED", "demo", "demo_range", "months_back"]
+__all__ = ["DEMO_COMPARED", "demo", "demo_range"]
 
-#: What ``closefunnel demo`` compares this month-to-date with, and by how many months.
+#: What ``closefunnel demo`` compares its window with.
 DEMO_COMPARED: Final = ("same-days-last-month", "same-days-last-year")
-_MONTHS_BACK: Final = {"same-days-last-month": 1, "same-days-last-year": 12}
-
-
-def months_back(value: datetime, months: int) -> datetime:
-    """*value* moved back by calendar *months*, the day clamped (Mar 31 -> Feb 28/29)."""
-    index = value.year * 12 + value.month - 1 - months
-    year, month = divmod(index, 12)
-    month += 1
-    following = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=value.tzinfo)
-    last_day = (following - timedelta(days=1)).day
-    return value.replace(year=year, month=month, day=min(value.day, last_day))
 
 
 def demo_range(now: datetime, zone: tzinfo) -> DateRange:
-    """This month to date in *zone*, whole days: the 1st to the end of today."""
+    """
+    The demo's window in *zone*, whole days: this month to date (the 1st to the end of
+    today), or on the 1st, when that would be one day, the whole of last month.
+    """
     local = now.astimezone(zone)
-    start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    return DateRange(start, end)
+    today = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if today.day == 1:
+        last_month = (today - timedelta(days=1)).replace(day=1)
+        return DateRange(last_month, today)
+    return DateRange(today.replace(day=1), today + timedelta(days=1))
+
+
+def _window(base: DateRange, now: datetime) -> str:
+    """What the demo compares, in words, with the base's dates."""
+    label = _render.range_label(base)
+    if base.end <= now:  # the 1st of a month: last month, whole
+        return f"last month ({label}) against the month before and the same month last year"
+    return f"this month to date ({label}) against the same days last month and last year"
 
 
 def _zone_label(zone: timezone) -> str:
@@ -67,20 +70,15 @@ def demo(ns: argparse.Namespace, console: Console) -> ExitStatus:
     zone = local_zone(ns.now, ns.tz_offset)
     now = ns.now if ns.now is not None else datetime.now(zone)
     base = demo_range(now, zone)
-    labels = [
-        _render.range_label(
-            DateRange(
-                months_back(base.start, _MONTHS_BACK[c]), months_back(base.end, _MONTHS_BACK[c])
-            )
-        )
-        for c in DEMO_COMPARED
-    ]
     started = time.perf_counter()
 
     async def run() -> tuple[list[BulkItem[FunnelComparison]], dict[str, str], dict[str, str], int]:
         async with start_emulator(now) as emu:
             async with Client(
-                api_key=emu.api_key, base_url=emu.base_url, tz_offset=zone_hours(zone)
+                api_key=emu.api_key,
+                base_url=emu.base_url,
+                tz_offset=zone_hours(zone),
+                clock=emu.now,
             ) as client:
                 user_names, pipeline_names = await names(client)
                 if not pipeline_names:
@@ -97,8 +95,7 @@ def demo(ns: argparse.Namespace, console: Console) -> ExitStatus:
         Text.assemble(
             ("closefunnel demo", "bold"),
             f": {len(items)} pipelines of the emulator's demo organization, "
-            f"this month to date ({_render.range_label(base)}, UTC{_zone_label(zone)}) "
-            "against the same days last month and last year.\n",
+            f"{_window(base, now)} (UTC{_zone_label(zone)}).\n",
             (f"{requests} requests, concurrently, in {elapsed:.2f} s.", "dim"),
         ),
         Text(),
@@ -114,9 +111,16 @@ def demo(ns: argparse.Namespace, console: Console) -> ExitStatus:
             item.result,
             title=name,
             base_label=_render.range_label(base),
-            compared_labels=labels,
+            compared_labels=[
+                _render.period_label(None, period.compared_range)
+                for period in item.result.comparisons
+            ],
             user_names=user_names,
         )
+    done = [item.result for item in items if item.result is not None]
+    note = _render.length_note(done[0], base_spec=base, now=now) if done else None
+    if note is not None:  # whole months of different lengths (February against January)
+        shown.append(note)
     console.show(*shown)
     if failures:
         console.show(_render.failures_table(failures), stderr=True)
@@ -124,7 +128,8 @@ def demo(ns: argparse.Namespace, console: Console) -> ExitStatus:
     console.show(
         Text(
             "Against your own organization: CLOSE_API_KEY=... closefunnel bulk --all-pipelines "
-            "--from 2026-11-01 --to 2026-11-19 --compare same-days-last-month",
+            f"--from {base.start:%Y-%m-%d} --to {base.end:%Y-%m-%d} "
+            "--compare same-days-last-month",
             style="dim",
         )
     )

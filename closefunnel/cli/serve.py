@@ -24,6 +24,7 @@ import ipaddress
 import json
 import os
 import socket
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -127,7 +128,7 @@ def serve(ns: argparse.Namespace, console: Console) -> ExitStatus:
                         port = _bound(self, ns.port)
                         console.note(
                             f"closefunnel API for {connection.where} on http://{ns.host}:{port}/ "
-                            f"(OpenAPI docs at /docs; cache {ns.cache_ttl:g} s"
+                            f"(dashboard at /, OpenAPI docs at /docs; cache {ns.cache_ttl:g} s"
                             f"{'; bearer token required' if token is not None else ''})"
                         )
 
@@ -167,31 +168,39 @@ def _serve_workers(
                 "redis": connection.redis,
                 "cache_ttl": ns.cache_ttl,
                 "token": token,
+                # The emulator's fixed clock (--now), so workers resolve ranges on it too.
+                "now": connection.now.isoformat()
+                if connection.emulator and connection.now is not None
+                else None,
             }
         )
-        # Bound here, before the workers start, so the banner is true and a busy port is
-        # reported like the single-process one; the workers share this socket.
-        family, kind, _, _, address = socket.getaddrinfo(ns.host, ns.port, type=socket.SOCK_STREAM)[
-            0
-        ]
-        sock = stack.enter_context(socket.socket(family, kind))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sharing = "one shared gate and cache" if connection.redis else "each its own gate"
-        console.note(
-            f"closefunnel API for {connection.where} on "
-            f"http://{ns.host}:{sock.getsockname()[1]}/ with {ns.workers} workers ({sharing}"
-            f"{'; bearer token required' if token is not None else ''})"
-        )
-        with contextlib.suppress(KeyboardInterrupt):
-            uvicorn.run(
-                "closefunnel.cli.serve:worker_app",
-                factory=True,
-                fd=sock.fileno(),
-                workers=ns.workers,
-                log_level="info",
+        # The description holds the API key: it leaves this process's environment however
+        # serving ends (a busy port, Ctrl-C, an error), not only when uvicorn returns.
+        try:
+            # Bound here, before the workers start, so the banner is true and a busy port is
+            # reported like the single-process one; the workers share this socket.
+            family, kind, _, _, address = socket.getaddrinfo(
+                ns.host, ns.port, type=socket.SOCK_STREAM
+            )[0]
+            sock = stack.enter_context(socket.socket(family, kind))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sharing = "one shared gate and cache" if connection.redis else "each its own gate"
+            console.note(
+                f"closefunnel API for {connection.where} on "
+                f"http://{ns.host}:{sock.getsockname()[1]}/ with {ns.workers} workers ({sharing}"
+                f"{'; bearer token required' if token is not None else ''})"
             )
-        os.environ.pop(WORKER_ENV, None)
+            with contextlib.suppress(KeyboardInterrupt):
+                uvicorn.run(
+                    "closefunnel.cli.serve:worker_app",
+                    factory=True,
+                    fd=sock.fileno(),
+                    workers=ns.workers,
+                    log_level="info",
+                )
+        finally:
+            os.environ.pop(WORKER_ENV, None)
     return ExitStatus.OK
 
 
@@ -201,6 +210,7 @@ def worker_app() -> FastAPI:
     from closefunnel.fastapi import create_app
 
     spec = json.loads(os.environ[WORKER_ENV])
+    fixed = None if spec.get("now") is None else datetime.fromisoformat(spec["now"])
 
     def make_client() -> Client:
         return Client(
@@ -209,6 +219,7 @@ def worker_app() -> FastAPI:
             tz_offset=spec["tz_offset"],
             max_concurrency=spec["max_concurrency"],
             redis=spec["redis"],
+            clock=None if fixed is None else (lambda: fixed),
         )
 
     return create_app(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import datetime
 from types import TracebackType
 
 from aiohttp import web
@@ -126,6 +127,14 @@ class Emulator:
     def dataset(self) -> Dataset:
         """The organization's data, for computing expectations."""
         return self._state.dataset
+
+    def now(self) -> datetime:
+        """
+        The emulator's clock (``config.now`` when fixed, else the real time): pass it as
+        ``closefunnel.Client(clock=emulator.now)`` so the client resolves relative ranges
+        on the same clock the emulator answers them on.
+        """
+        return self._state.now()
 
     @property
     def state(self) -> EmulatorState:

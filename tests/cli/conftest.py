@@ -47,19 +47,36 @@ def _cli(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Run]:
     """Run ``main([...])`` against *emu* (key in CLOSE_API_KEY, --base-url and UTC added)."""
     monkeypatch.setenv("CLOSE_API_KEY", emu.api_key)
     monkeypatch.setenv("COLUMNS", "120")
+    # rich takes these over the stream's own isatty(): leave "terminal or pipe" to the test.
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)
 
-    def run(*argv: str, connect: bool = True) -> Run:
+    def run(*argv: str, connect: bool = True, terminal: bool = False) -> Run:
         args = list(argv)
         if connect:
             args += ["--base-url", emu.base_url, "--tz-offset", "0"]
-        return run_main(args, secrets=(emu.api_key, emu.api_key.split(".", 1)[1]))
+        secrets = (emu.api_key, emu.api_key.split(".", 1)[1])
+        return run_main(args, secrets=secrets, terminal=terminal)
 
     return run
 
 
-def run_main(argv: list[str], *, secrets: tuple[str, ...] = ()) -> Run:
-    """``main(argv)`` with its own two streams; no traceback and no secret in either."""
-    out, err = io.StringIO(), io.StringIO()
+class TerminalIO(io.StringIO):
+    """A stream that says it is a terminal, as a console on a TTY does (for the chart)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def run_main(argv: list[str], *, secrets: tuple[str, ...] = (), terminal: bool = False) -> Run:
+    """
+    ``main(argv)`` with its own two streams; no traceback and no secret in either.
+
+    With *terminal*, stdout says it is a terminal (what people see); otherwise it is a
+    pipe (what ``> file`` and ``| grep`` get).
+    """
+    out = TerminalIO() if terminal else io.StringIO()
+    err = io.StringIO()
     code = main(argv, stdout=out, stderr=err)
     for text in (out.getvalue(), err.getvalue()):
         assert "Traceback" not in text

@@ -67,10 +67,17 @@ def test_totals_csv_rows_per_user_per_period(cli: Cli, emu: Emulator, library: L
     )
     periods = [("base", "2026-11-01T00:00:00Z..2026-11-19T00:00:00Z", expected.base)]
     periods.append(("compared", "same-days-last-year", expected.comparisons[0].totals))
+    # The range as given, then as resolved (same-days-last-year: Nov 1-18, 2025).
+    resolved = {
+        "base": ("2026-11-01T00:00:00Z", "2026-11-19T00:00:00Z"),
+        "compared": ("2025-11-01T00:00:00Z", "2025-11-19T00:00:00Z"),
+    }
     want = []
     for period, text, totals in periods:
         for user in totals.data:
-            row = {"period": period, "range": text, "user_id": user.user_id}
+            start, end = resolved[period]
+            row = {"period": period, "range": text, "start": start, "end": end}
+            row["user_id"] = user.user_id
             for metric in cf.METRIC_NAMES:
                 value = getattr(user, metric)
                 row[metric] = (

@@ -25,6 +25,7 @@ import pytest
 from aiohttp import web
 
 from closefunnel.cli import _render
+from tests.report.html_check import assert_loads_nothing, parse
 
 from .conftest import Run, run_main
 
@@ -130,8 +131,9 @@ def _run(hostile: str, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Run]:
     monkeypatch.setenv("CLOSE_API_KEY", "api_hostileKey.s3cretS3cret")
     monkeypatch.setenv("COLUMNS", "200")
 
-    def run(*argv: str) -> Run:
-        return run_main([*argv, "--base-url", hostile, "--tz-offset", "0"], secrets=("s3cret",))
+    def run(*argv: str, terminal: bool = False) -> Run:
+        args = [*argv, "--base-url", hostile, "--tz-offset", "0"]
+        return run_main(args, secrets=("s3cret",), terminal=terminal)
 
     return run
 
@@ -224,3 +226,42 @@ def test_csv_text_rule() -> None:
         assert _render.csv_text(safe) == safe
     assert _render.csv_text("a\x1bb") == "a\ufffdb"
     assert _render.clean("a\nb\tc\rd\x1b\x9b\x7f") == "a\nb\tc\ufffdd\ufffd\ufffd\ufffd"
+
+
+def test_html_reports_show_hostile_names_as_text(run: Callable[..., Run]) -> None:
+    """Markup, escapes and bidi overrides in names end as text in a document that loads
+    nothing; the failed pipeline is listed in the file too, its error escaped."""
+    totals = run(
+        "totals", "--pipeline", GOOD_PIPELINE, "--compare", "last-month", "--format", "html"
+    )
+    bulk = run("bulk", "--all-pipelines", "--compare", "last-month", "--format", "html")
+    assert totals.code == 0, totals.err
+    assert bulk.code == 1  # the missing pipeline's 404
+    for result in (totals, bulk):
+        _assert_inert(result)
+        parsed = parse(result.out)
+        assert_loads_nothing(parsed)
+        names = {
+            row.find("th").text for row in parsed.root.find_all("tr") if "data-user" in row.attrs
+        }
+        assert _render.clean(f"{MARKUP_USER} {CLEAR}") in names
+        assert _render.clean(f"{LINK} {TITLE}") in names
+        assert {_render.clean(uid) for uid in FORMULA_IDS} <= names  # text in HTML, as sent
+        assert _render.clean(HOSTILE) + " · active stage cohort" in {
+            h.text for h in parsed.root.find_all("h2")
+        }
+    failed = parse(bulk.out).root.find("section", **{"class": "cf-report cf-failures"})
+    [row] = failed.find("tbody").find_all("tr")
+    assert row.find("th").text == "\ufffd[2Jgone"
+    assert "no such pipeline" in row.find("td").text
+
+
+def test_the_terminal_chart_keeps_hostile_titles_inert(run: Callable[..., Run]) -> None:
+    """On a terminal rich colours the output itself; a name's escapes still never pass."""
+    args = ("totals", "--pipeline", GOOD_PIPELINE, "--compare", "last-month")
+    result = run(*args, terminal=True)
+    assert result.code == 0, result.err
+    assert ": funnel" in result.out
+    assert "\ufffd[2J" in result.out  # the pipeline name's escape, replaced
+    for sequence in (CLEAR, TITLE, "\x9b", "\u202e", "\x1b]"):
+        assert sequence not in result.out

@@ -20,6 +20,9 @@ def test_every_client_keyword_is_an_option_and_back() -> None:
         name: parameter.default
         for name, parameter in inspect.signature(cf.Client).parameters.items()
     }
+    # Not given, the base URL is CLOSE_BASE_URL's, else Close's (closefunnel._environment).
+    assert defaults["base_url"] is None
+    defaults["base_url"] = cf.DEFAULT_BASE_URL
     assert defaults == {field.name: field.default for field in attrs.fields(ClientOptions)}
     assert defaults["max_response_bytes"] == DEFAULT_MAX_RESPONSE_BYTES == 32 * 2**20
 
@@ -51,7 +54,9 @@ def test_each_bad_option_names_its_field_and_rule(
     assert (caught.value.field, caught.value.rule) == (field, rule)
     with pytest.raises(cf.InvalidQueryError) as through_client:
         cf.Client(**options)  # type: ignore[arg-type]
-    assert str(through_client.value) == str(caught.value)
+    assert (through_client.value.field, through_client.value.rule) == (field, rule)
+    if options:  # no credential at all: the Client's message names CLOSE_API_KEY too
+        assert str(through_client.value) == str(caught.value)
 
 
 def test_the_options_repr_hides_the_secret() -> None:

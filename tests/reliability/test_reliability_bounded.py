@@ -6,6 +6,7 @@ import asyncio
 import gzip
 from pathlib import Path
 
+import attrs
 import pytest
 from hostile_server import Hostile, Request, response
 
@@ -83,7 +84,9 @@ async def test_a_body_exactly_at_the_cap_is_read_and_one_byte_more_is_not() -> N
             ) as client:
                 first = await client.funnel_totals(QUERY)
                 second = await client.funnel_totals(QUERY)
-            assert first == second == cf.FunnelTotals.from_json(SAMPLE)
+            # The body decoded as sent (the client adds the range it asked for).
+            assert first == second
+            assert attrs.evolve(first, range=None) == cf.FunnelTotals.from_json(SAMPLE)
             assert server.connections == 1  # kept alive and reused
             async with cf.Client(
                 api_key="api_x.y", base_url=base, retry=FAST, max_response_bytes=len(SAMPLE) - 1

@@ -289,12 +289,17 @@ def _secret_views(exc: BaseException) -> list[object]:
 
 @pytest.mark.parametrize("status", [200, 400, 401, 404, 429, 500, 503])
 @pytest.mark.parametrize("as_json", [True, False], ids=["json", "html"])
-@pytest.mark.parametrize("scheme", ["api_key", "token"])
+@pytest.mark.parametrize("scheme", ["api_key", "token", "environment"])
 async def test_an_echoed_authorization_header_is_redacted(
-    status: int, as_json: bool, scheme: str
+    status: int, as_json: bool, scheme: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Messages, kept bodies, details, the cause and the traceback hold no form of it."""
-    credential = {scheme: KEY if scheme == "api_key" else TOKEN}
+    """Messages, kept bodies, details, the cause and the traceback hold no form of it (a
+    key read from CLOSE_API_KEY included)."""
+    credential = {"token": TOKEN} if scheme == "token" else {}
+    if scheme == "api_key":
+        credential = {"api_key": KEY}
+    elif scheme == "environment":
+        monkeypatch.setenv("CLOSE_API_KEY", KEY)
     scan = Scan(KEY, TOKEN)
     async with Hostile(_echo(status, as_json=as_json)) as server:
         client = cf.Client(base_url=server.base_url, retry=ONCE, **credential)
@@ -304,7 +309,7 @@ async def test_an_echoed_authorization_header_is_redacted(
             with pytest.raises(cf.CloseFunnelError) as listed:
                 await client.pipelines()
     echoed = server.requests[0].headers["authorization"]
-    assert echoed.endswith(scan.secrets[1] if scheme == "api_key" else TOKEN)  # it was sent
+    assert echoed.endswith(TOKEN if scheme == "token" else scan.secrets[1])  # it was sent
     for error in (caught.value, listed.value):
         scan.add(*_secret_views(error))
         if status != 200:

@@ -9,6 +9,7 @@ it. ``dedicated_redis`` starts servers a test may stop and restart (outages).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from collections.abc import Callable, Iterator
@@ -102,3 +103,71 @@ def distinct_queries(emu: Emulator, n: int) -> list[cf.FunnelQuery]:
 def totals_log(emu: Emulator) -> list[LogEntry]:
     """The emulator's log of report requests."""
     return [entry for entry in emu.log if entry.path == TOTALS_PATH]
+
+
+class RedisSwitch:
+    """
+    A loopback TCP proxy to Redis that can be cut off (Redis unreachable, data kept), or
+    made to drop Redis's replies while still passing commands on (``drop_replies``: a
+    script call that Redis ran but whose caller timed out).
+    """
+
+    def __init__(self, host: str, port: int, db: int = 0) -> None:
+        self.host, self.port, self.db = host, port, db
+        self.cut = False
+        self.drop_replies = False
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, reply: bool
+    ) -> None:
+        try:
+            while (chunk := await reader.read(65536)) and not self.cut:
+                if reply and self.drop_replies:
+                    continue
+                writer.write(chunk)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        self.writers |= {writer, up_writer}
+        pumps = (
+            self._pump(reader, up_writer, reply=False),
+            self._pump(up_reader, writer, reply=True),
+        )
+        for pump in pumps:
+            task = asyncio.ensure_future(pump)
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def set_cut(self, cut: bool) -> None:
+        self.cut = cut
+        if cut:
+            for writer in self.writers:
+                writer.close()
+            self.writers.clear()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/{self.db}"
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.server.wait_closed()
+
+
+def switch_to(conn: Any) -> RedisSwitch:
+    """A :class:`RedisSwitch` to the server and database *conn* (a sync client) uses."""
+    kwargs = conn.connection_pool.connection_kwargs
+    return RedisSwitch(kwargs["host"], int(kwargs["port"]), int(kwargs.get("db", 0)))

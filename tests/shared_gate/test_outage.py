@@ -17,7 +17,7 @@ import pytest
 import closefunnel as cf
 from closefunnel.emulator import Emulator
 
-from .conftest import RedisServer, distinct_queries, emulator_config, totals_log
+from .conftest import RedisServer, RedisSwitch, distinct_queries, emulator_config, totals_log
 
 pytestmark = pytest.mark.slow  # Redis servers stopped and started
 
@@ -114,55 +114,6 @@ async def test_redis_fallback_fail_raises_and_sends_nothing(
     assert all(isinstance(item.error, cf.GateUnavailableError) for item in items), items
 
 
-class _Switch:
-    """A loopback TCP proxy to Redis that can be cut off (Redis unreachable, data kept)."""
-
-    def __init__(self, host: str, port: int, db: int = 0) -> None:
-        self.host, self.port, self.db = host, port, db
-        self.cut = False
-        self.writers: set[asyncio.StreamWriter] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while (chunk := await reader.read(65536)) and not self.cut:
-                writer.write(chunk)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.cut:
-            writer.close()
-            return
-        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
-        self.writers |= {writer, up_writer}
-        for pump in (self._pump(reader, up_writer), self._pump(up_reader, writer)):
-            task = asyncio.ensure_future(pump)
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-    def set_cut(self, cut: bool) -> None:
-        self.cut = cut
-        if cut:
-            for writer in self.writers:
-                writer.close()
-            self.writers.clear()
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/{self.db}"
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.server.close()
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.server.wait_closed()
-
-
 async def test_permits_in_flight_through_an_outage_are_given_back_when_redis_returns(
     sync_redis: Any, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -176,7 +127,7 @@ async def test_permits_in_flight_through_an_outage_are_given_back_when_redis_ret
 
     caplog.set_level(logging.WARNING, logger="closefunnel")
     kwargs = sync_redis.connection_pool.connection_kwargs
-    switch = _Switch(kwargs["host"], int(kwargs["port"]), int(kwargs.get("db", 0)))
+    switch = RedisSwitch(kwargs["host"], int(kwargs["port"]), int(kwargs.get("db", 0)))
     async with Emulator(emulator_config(latency=0.5)) as emu, switch as url:
         leases = gate_keys(prefix, Credentials.api_key(emu.api_key).key_id, GROUP)[1]
         queries = distinct_queries(emu, 5)

@@ -37,6 +37,18 @@ def build_queries() -> list[cf.FunnelQuery]:
     return [active, created]
 
 
+def tables(comparison: cf.FunnelComparison, users: list[cf.User]) -> str:
+    """Tidy records, frames and stored comparisons."""
+    records: list[dict[str, object]] = comparison.to_records(names=users)
+    named: list[dict[str, object]] = comparison.base.to_records(names={"user_1": "Ann"})
+    frame = comparison.to_pandas()  # pandas ships no types: Any here
+    polars_frame = comparison.to_polars(names=users)
+    height: int = polars_frame.height + comparison.base.to_polars().height
+    stored: cf.FunnelComparison = cf.FunnelComparison.from_json(comparison.to_json())
+    del records, named, frame, height, stored
+    return comparison.to_csv(names=users)
+
+
 def decode_and_merge() -> cf.FunnelComparison:
     """Decoding, encoding and merging stored reports."""
     base = cf.FunnelTotals.from_json(REPORT_BODY)
@@ -127,3 +139,26 @@ async def use_client(queries: list[cf.FunnelQuery]) -> None:
         del pipelines
     async with cf.Client(token="oauth-token") as bearer:
         await bearer.funnel_totals(q)
+
+
+def use_sync_client(queries: list[cf.FunnelQuery]) -> None:
+    """The blocking client: Client's arguments (checked as Client's), plain return values
+    and iterators; defined for mypy only, never called."""
+    with cf.SyncClient(api_key="api_xxx.yyy", tz_offset=None, max_concurrency=8) as client:
+        q = queries[0]
+        assert_type(client.funnel_totals(q), cf.FunnelTotals)
+        assert_type(client.compare_totals(q, "last-month"), cf.FunnelComparison)
+        assert_type(client.pipelines(), list[cf.Pipeline])
+        assert_type(client.users(), list[cf.User])
+        for item in client.totals_many(queries, on_progress=lambda done, total: None):
+            assert_type(item, cf.BulkItem[cf.FunnelTotals])
+        for compared in client.compare_many(queries, "last-year"):
+            assert_type(compared.result, cf.FunnelComparison | None)
+        assert_type(client.gate_snapshots(), dict[str, cf.GateSnapshot])
+        assert_type(client.pool_snapshot(), cf.PoolSnapshot | None)
+        assert_type(client.base_url, str)
+        assert_type(client.retry, cf.RetryPolicy)
+    # The constructor is typed as Client's: an unknown or mistyped option is an error.
+    cf.SyncClient(api_key="k", bogus=1)  # type: ignore[call-arg]
+    cf.SyncClient(api_key="k", timeout="3")  # type: ignore[arg-type]
+    cf.SyncClient().close()

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from fastapi import Depends, FastAPI
 
 import closefunnel as cf
@@ -36,7 +37,15 @@ async def _get(http: aiohttp.ClientSession, url: str, **params: Any) -> tuple[in
 async def _library(emu: Emulator, query: cf.FunnelQuery, *compared: cf.Compared) -> Any:
     async with cf.Client(api_key=emu.api_key, base_url=emu.base_url, tz_offset=0) as client:
         if compared:
-            return CONVERTER.unstructure(await client.compare_totals(query, *compared))
+            comparison = await client.compare_totals(query, *compared)
+            expected = CONVERTER.unstructure(comparison)
+            # The web JSON also names each period's resolved range next to what was asked.
+            assert comparison.base_range is not None
+            expected["base_range"] = CONVERTER.unstructure(comparison.base_range)
+            for period, entry in zip(comparison.comparisons, expected["comparisons"], strict=True):
+                assert period.compared_range is not None
+                entry["compared_range"] = CONVERTER.unstructure(period.compared_range)
+            return expected
         return CONVERTER.unstructure(await client.funnel_totals(query))
 
 
@@ -236,3 +245,24 @@ async def test_lifespan_and_dependency_in_a_users_own_app(
     assert len(seen) == 2
     assert seen[0] is seen[1]  # one client for the app
     assert "closed" in repr(seen[0])
+
+
+async def test_the_default_client_reads_the_environment(
+    emu: Emulator,
+    http: aiohttp.ClientSession,
+    serve_app: Callable[[Any], AbstractAsyncContextManager[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """client_lifespan() without a factory makes ``Client()``: CLOSE_API_KEY and
+    CLOSE_BASE_URL configure it; with no key the app refuses to start, saying which."""
+    app = FastAPI(lifespan=client_lifespan())
+    app.include_router(router)
+    with pytest.raises(cf.InvalidQueryError, match="set CLOSE_API_KEY"):
+        async with client_lifespan()(app):
+            pass
+    monkeypatch.setenv("CLOSE_API_KEY", emu.api_key)
+    monkeypatch.setenv("CLOSE_BASE_URL", emu.base_url)
+    async with serve_app(app) as url:
+        status, pipelines, _ = await _get(http, f"{url}/pipelines")
+    assert status == 200
+    assert [p["id"] for p in pipelines] == [p.id for p in emu.dataset.pipelines]

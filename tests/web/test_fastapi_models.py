@@ -26,13 +26,32 @@ PAIRS = [
     (cf.DateRange, cf_fastapi.DateRangeModel),
     (cf.PipelineStatus, cf_fastapi.PipelineStatusModel),
     (cf.Pipeline, cf_fastapi.PipelineModel),
+    (cf.User, cf_fastapi.UserModel),
 ]
+
+#: Properties the web JSON carries next to the fields (the resolved ranges, the name to show).
+PROPERTIES: dict[type, tuple[str, ...]] = {
+    cf.ComparedPeriod: ("compared_range",),
+    cf.FunnelComparison: ("base_range",),
+    cf.User: ("name",),
+}
+
+
+def _members(value: type) -> dict[str, Any]:
+    """The fields of *value* and the properties the JSON adds, with their types."""
+    hints = typing.get_type_hints(value)
+    members = {field.name: hints[field.name] for field in attrs.fields(value)}
+    for name in PROPERTIES.get(value, ()):
+        prop = getattr(value, name)
+        assert isinstance(prop, property), name
+        members[name] = typing.get_type_hints(prop.fget)["return"]
+    return members
 
 
 @pytest.mark.parametrize(("value", "model"), PAIRS, ids=[value.__name__ for value, _ in PAIRS])
 def test_schema_model_has_the_same_fields(value: type, model: type[pydantic.BaseModel]) -> None:
     """A field added to or dropped from a value shows in the OpenAPI schema too."""
-    assert set(model.model_fields) == {field.name for field in attrs.fields(value)}
+    assert set(model.model_fields) == set(_members(value))
 
 
 #: What each attrs value becomes in JSON, where the types differ in Python.
@@ -70,8 +89,7 @@ def test_schema_model_has_the_same_field_types(
     value: type, model: type[pydantic.BaseModel]
 ) -> None:
     """A field whose type changes (int to float, optional, a nested value) changes both."""
-    hints = typing.get_type_hints(value)
-    expected = {field.name: _wire(hints[field.name]) for field in attrs.fields(value)}
+    expected = {name: _wire(annotation) for name, annotation in _members(value).items()}
     actual = {name: _pydantic(info.annotation) for name, info in model.model_fields.items()}
     assert actual == expected
 

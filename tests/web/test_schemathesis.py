@@ -86,6 +86,9 @@ CASES = [
     ("/funnel/{pipeline_id}", POSITIVE, False),
     ("/funnel/{pipeline_id}", NEGATIVE, False),
     ("/funnel/{pipeline_id}", POSITIVE, True),  # a pipeline that exists: real reports
+    ("/users", POSITIVE, False),
+    ("/funnel/{pipeline_id}/users.csv", NEGATIVE, False),
+    ("/funnel/{pipeline_id}/users.csv", POSITIVE, True),
 ]
 #: Schema-valid requests may still be refused: the pairing rules (a same-days compare needs
 #: a START..END base, created-cohort needs cohort_range, START < END) are beyond a schema.
