@@ -96,7 +96,14 @@ async def stream(
             query = next(source, _END)  # not None: a None item is an error, not the end
             if query is _END:
                 return
-            task = asyncio.ensure_future(run(query))
+            task: asyncio.Future[R]
+            try:
+                # A coroutine becomes a task; a future (the client's shared call) is
+                # taken as it is, with no task of its own.
+                task = asyncio.ensure_future(run(query))
+            except CloseFunnelError as exc:  # refused before anything was started
+                task = asyncio.get_running_loop().create_future()
+                task.set_exception(exc)
             task.add_done_callback(finished.put_nowait)
             running[task] = query
 

@@ -36,14 +36,14 @@ from closefunnel._errors import (
     RequestTimeoutError,
     ResponseDecodeError,
 )
-from closefunnel._gate import Gate, GateSnapshot, RateLimitGate
+from closefunnel._gate import Gate, GatePermit, GateSnapshot, RateLimitGate
 from closefunnel._models import FunnelTotals, Pipeline, User
 from closefunnel._options import DEFAULT_MAX_RESPONSE_BYTES, ClientOptions, RedisFallback
 from closefunnel._periods import PeriodResolver
 from closefunnel._query import Compared, DateRange, FunnelQuery, validate_compared
 from closefunnel._redact import redact_error
 from closefunnel._redis_gate import RedisGate, RedisHealth
-from closefunnel._retry import RetryPolicy, call_with_retries
+from closefunnel._retry import RetryPolicy, call_with_retries, is_retryable
 from closefunnel._sansio import (
     Format,
     HttpRequest,
@@ -54,7 +54,7 @@ from closefunnel._sansio import (
     totals_decoder,
 )
 from closefunnel._singleflight import SingleFlight
-from closefunnel._transport import PoolSnapshot, Response, TrackedConnector, send
+from closefunnel._transport import PoolSnapshot, TrackedConnector, send
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -155,6 +155,9 @@ class Client:
         self._max_response_bytes = options.max_response_bytes
         self._timeout = aiohttp.ClientTimeout(total=options.timeout)
         self._retry = options.retry if options.retry is not None else RetryPolicy()
+        # One attempt cannot outlast the deadline: a first attempt sent at once needs no
+        # deadline timer of its own (see _call_with_retries).
+        self._attempt_within_deadline = options.timeout < self._retry.deadline
         self._session = options.session
         self._owns_session = options.session is None
         self._closed = False
@@ -183,6 +186,11 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        if self._flights:
+            # One turn of the loop first: a call started just now begins its work, so
+            # the cancellation below reaches its own handler (which says the client
+            # closed) rather than a task that never ran. No call can start after this.
+            await asyncio.sleep(0)
         flights = self._flights.tasks()
         for task in flights:
             task.cancel()
@@ -314,7 +322,7 @@ class Client:
         """
         return stream(
             queries,
-            lambda query: self.funnel_totals(query, format=format),
+            lambda query: self._totals_future(query, format),
             window=2 * self._max_concurrency,
             on_progress=on_progress,
         )
@@ -364,13 +372,18 @@ class Client:
             tz_offset=self._tz_offset,
         )
 
-    async def _fetch_totals(
+    def _fetch_totals(
         self, request: HttpRequest, format: Format, period: DateRange
-    ) -> FunnelTotals:
+    ) -> asyncio.Future[FunnelTotals]:
         # The range goes on in the shared call: callers sharing one request share one
         # report, as Close resolved it once for them all.
         decode = totals_decoder(format)
-        return await self._shared(request, lambda body: _with_range(decode(body), period))
+        return self._join(request, lambda body: _with_range(decode(body), period))
+
+    def _totals_future(self, query: FunnelQuery, format: Format) -> asyncio.Future[FunnelTotals]:
+        """:meth:`funnel_totals` as the shared call's future: no task of its own per query."""
+        request = self._totals_request(query, None, format)
+        return self._fetch_totals(request, format, self._periods.period(query, None))
 
     async def _list(self, path: str, cls: type[T]) -> list[T]:
         # Close pages lists (``_skip``/``_limit``, ``has_more``): follow every page, so a
@@ -391,6 +404,12 @@ class Client:
                 return items
         raise ResponseDecodeError(f"GET {path} kept saying has_more after {_MAX_PAGES} pages")
 
+    def _join(self, request: HttpRequest, decode: Callable[[bytes], T]) -> asyncio.Future[T]:
+        """The shared call of *request* as a future; cancelling it leaves the call."""
+        self._ensure_session()
+        key = (self._credentials.key_id, request.key)
+        return self._flights.join(key, lambda: self._call(request, decode))
+
     async def _shared(self, request: HttpRequest, decode: Callable[[bytes], T]) -> T:
         # Single-flight: identical requests in flight at once share one call, which is
         # cancelled when the last caller waiting on it is.
@@ -403,23 +422,45 @@ class Client:
             # the shared call under it. Say so, rather than look like the caller's own.
             if not self._closed or _cancelling():
                 raise
-            what = f"{request.method} {request.path}"
-            raise ClientClosedError(
-                f"{what} did not finish: the closefunnel Client was closed while it was in flight"
-            ) from None
+            raise _closed_error(request) from None
         return result
 
     async def _call(self, request: HttpRequest, decode: Callable[[bytes], T]) -> T:
         try:
-            return await self._call_with_retries(request, decode)
+            gate = self._gate(request.group)
+            started = time.monotonic()
+            failure: Exception | None = None
+            permit = gate.try_acquire() if self._attempt_within_deadline else None
+            if permit is not None:
+                # Sent at once, and one attempt ends within the per-attempt timeout,
+                # which is shorter than the deadline: no deadline timer to arm for it.
+                # A retry goes on under the deadline that began at *started*.
+                try:
+                    return await self._exchange(permit, request, decode)
+                except Exception as exc:
+                    if not is_retryable(exc, self._retry):
+                        raise
+                    failure = exc
+            return await self._call_with_retries(gate, request, decode, started, failure)
         except CloseFunnelError as exc:
             # Everything a response carries may repeat the request, Authorization
             # included: no form of the secret leaves in an error.
             redact_error(exc, self._credentials.redact)
             raise
+        except asyncio.CancelledError:
+            if not self._closed:
+                raise  # the last caller left: nobody is waiting for an answer
+            # aclose() cancelled the call: every caller, and every bulk item, learns why.
+            raise _closed_error(request) from None
 
-    async def _call_with_retries(self, request: HttpRequest, decode: Callable[[bytes], T]) -> T:
-        gate = self._gate(request.group)
+    async def _call_with_retries(
+        self,
+        gate: Gate,
+        request: HttpRequest,
+        decode: Callable[[bytes], T],
+        started: float,
+        failure: Exception | None,
+    ) -> T:
         policy = self._retry
         what = f"{request.method} {request.path}"
         queued = False  # waiting for the gate (not on the wire) when the deadline hit?
@@ -429,17 +470,13 @@ class Client:
             queued = True
             permit = await gate.acquire(max_wait=policy.max_wait, front=retry)
             queued = False
-            try:
-                status, headers, body = await self._send(request)
-                outcome = interpret(status, headers, body, now=time.time(), decode=decode)
-                permit.observe(status, outcome.ratelimit, pause=outcome.pause)
-            finally:
-                permit.release()
-            return outcome.unwrap()
+            return await self._exchange(permit, request, decode)
 
         try:
-            async with asyncio.timeout(policy.deadline):
-                return await call_with_retries(attempt, policy, what=what)
+            async with asyncio.timeout(policy.deadline - (time.monotonic() - started)):
+                return await call_with_retries(
+                    attempt, policy, what=what, started=started, failure=failure
+                )
         except TimeoutError as exc:
             # Held by the rate limit: a 429 pause, or a budget spent until the window ends.
             snapshot = gate.snapshot()
@@ -456,13 +493,22 @@ class Client:
                 f"{what} did not finish within the retry policy's {policy.deadline:g}s deadline"
             ) from exc
 
-    async def _send(self, request: HttpRequest) -> Response:
-        return await send(
-            self._ensure_session(),
-            request,
-            attempt_timeout=self._timeout,
-            max_response_bytes=self._max_response_bytes,
-        )
+    async def _exchange(
+        self, permit: GatePermit, request: HttpRequest, decode: Callable[[bytes], T]
+    ) -> T:
+        """One attempt with a permit in hand: send, interpret once, teach the gate."""
+        try:
+            status, headers, body = await send(
+                self._ensure_session(),
+                request,
+                attempt_timeout=self._timeout,
+                max_response_bytes=self._max_response_bytes,
+            )
+            outcome = interpret(status, headers, body, now=time.time(), decode=decode)
+            permit.observe(status, outcome.ratelimit, pause=outcome.pause)
+        finally:
+            permit.release()
+        return outcome.unwrap()
 
     def _gate(self, group: str) -> Gate:
         gate = self._gates.get(group)
@@ -485,6 +531,13 @@ class Client:
                 )
             self._gates[group] = gate
         return gate
+
+
+def _closed_error(request: HttpRequest) -> ClientClosedError:
+    return ClientClosedError(
+        f"{request.method} {request.path} did not finish: the closefunnel Client was closed "
+        "while it was in flight"
+    )
 
 
 def _system_clock() -> datetime:

@@ -85,6 +85,9 @@ class Gate(Protocol):
     async def acquire(self, *, max_wait: float = math.inf, front: bool = False) -> GatePermit:
         """Wait for a permit to send one request."""
 
+    def try_acquire(self) -> GatePermit | None:
+        """A permit at once if one is free without waiting for anything, else None."""
+
     def snapshot(self) -> GateSnapshot:
         """The gate's state now."""
 
@@ -182,6 +185,9 @@ class RateLimitGate:
         held_for = self._budget.asked_wait(loop.time())
         if held_for > max_wait:
             raise too_long_error(self.group, held_for, max_wait)
+        permit = self._grant_now(loop)  # nobody queued and nothing held: no future to make
+        if permit is not None:
+            return permit
         future: asyncio.Future[Permit] = loop.create_future()
         if front:
             self._waiters.appendleft(future)
@@ -199,6 +205,28 @@ class RateLimitGate:
                 with contextlib.suppress(ValueError):  # already dropped by _dispatch
                     self._waiters.remove(future)
             raise
+
+    def try_acquire(self) -> Permit | None:
+        """
+        A permit at once when one is free (nobody queued, a slot open, no hold), else
+        None: the caller then queues with :meth:`acquire`. Nothing to await means
+        nothing to cancel and no future made, which is most requests of a busy client.
+        """
+        return self._grant_now(self._bind())
+
+    def _at_cap(self) -> bool:
+        elsewhere = 0 if self._elsewhere is None else self._elsewhere()
+        return self._budget.in_flight + elsewhere >= self._cap
+
+    def _grant_now(self, loop: asyncio.AbstractEventLoop) -> Permit | None:
+        budget = self._budget
+        if self._waiters or self._at_cap() or budget.blocked():
+            return None  # a queue goes first; a full or blocked gate waits for an answer
+        now = loop.time()
+        if budget.ready_at(now) > now:
+            return None
+        seq, seen = budget.grant()
+        return Permit(self, seq, seen)
 
     def snapshot(self) -> GateSnapshot:
         """The gate's state now."""
@@ -242,8 +270,7 @@ class RateLimitGate:
             if head.done():
                 self._waiters.popleft()
                 continue
-            elsewhere = 0 if self._elsewhere is None else self._elsewhere()
-            if budget.in_flight + elsewhere >= self._cap or budget.blocked():
+            if self._at_cap() or budget.blocked():
                 return  # the next answer or release (or wake()) dispatches again
             now = loop.time()
             ready = budget.ready_at(now)

@@ -15,12 +15,14 @@ than trusted, so no header can make the client wait forever or not at all.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 import attrs
 import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
 
 __all__ = [
     "DEFAULT_429_WAIT",
@@ -38,6 +40,9 @@ __all__ = [
 DEFAULT_429_WAIT: Final = 2.0
 #: No signal is believed beyond a day: past that it is a broken header, not a plan.
 MAX_RESET: Final = 86_400.0
+#: Header mappings that already match names in any case (aiohttp's response headers):
+#: read by name, without a scan or a lower-cased copy.
+_ANY_CASE: Final = (CIMultiDictProxy, CIMultiDict)
 
 
 @attrs.frozen
@@ -57,10 +62,9 @@ class RateLimitInfo:
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
-    """*name*'s value from *headers*, matching the name in any case."""
-    value = headers.get(name)
-    if value is not None:
-        return value
+    """*name*'s first value from *headers*, matching the name in any case."""
+    if isinstance(headers, _ANY_CASE):
+        return headers.get(name)
     lower = name.lower()
     for key, value in headers.items():
         if key.lower() == lower:
@@ -68,16 +72,24 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def _any_case(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """*headers* as a mapping whose ``get`` of a lower-case name matches any case."""
+    if isinstance(headers, _ANY_CASE):
+        return headers
+    lowered: dict[str, str] = {}
+    for key, value in headers.items():
+        lowered.setdefault(key.lower(), value)  # the first value, as a CIMultiDict's get
+    return lowered
+
+
 def _number(text: object) -> float | None:
-    if isinstance(text, bool):
-        return None
-    if isinstance(text, int | float):
-        value = float(text)
-    elif isinstance(text, str):
+    if isinstance(text, str):  # the usual case first: a header's text
         try:
             value = float(text.strip())
         except ValueError:
             return None
+    elif isinstance(text, (int, float)) and not isinstance(text, bool):  # a tuple: no union made
+        value = float(text)
     else:
         return None
     if math.isnan(value) or math.isinf(value) or value < 0:
@@ -101,6 +113,39 @@ def _parse_members(value: str) -> dict[str, float] | None:
     return members
 
 
+#: A number of the ``RateLimit`` header as Close writes it: at most 15 digits a side,
+#: so it is always finite and exact enough.
+_DECIMAL: Final = r"(\d{1,15}(?:\.\d{1,15})?)"
+#: The whole header in the form Close writes (``limit=L, remaining=R, reset=T``, commas
+#: or semicolons): read in one match. Any other form goes through the general parser.
+_CLOSE_FORM: Final = re.compile(
+    rf"limit={_DECIMAL}[,;] ?remaining={_DECIMAL}[,;] ?reset={_DECIMAL}", re.ASCII
+)
+
+
+def _parse_combined(value: str) -> RateLimitInfo | None:
+    """A ``RateLimit`` header's facts, or None without ``remaining`` and ``reset``."""
+    match = _CLOSE_FORM.fullmatch(value)
+    if match is not None:
+        limit, remaining, reset = match.groups()
+        return RateLimitInfo(float(limit), float(remaining), min(float(reset), MAX_RESET))
+    members = _parse_members(value)
+    if members is None or "remaining" not in members or "reset" not in members:
+        return None
+    return RateLimitInfo(
+        limit=members.get("limit"),
+        remaining=members["remaining"],
+        reset=min(members["reset"], MAX_RESET),
+    )
+
+
+#: The legacy triples, (remaining, reset, limit) names, in the order they are tried.
+_LEGACY: Final = tuple(
+    (prefix + "remaining", prefix + "reset", prefix + "limit")
+    for prefix in ("x-rate-limit-", "ratelimit-")
+)
+
+
 def parse_ratelimit(headers: Mapping[str, str]) -> RateLimitInfo | None:
     """
     The rate-limit state a response announces, or None when it announces none.
@@ -109,23 +154,22 @@ def parse_ratelimit(headers: Mapping[str, str]) -> RateLimitInfo | None:
     legacy ``X-Rate-Limit-*`` and ``RateLimit-Limit/-Remaining/-Reset`` triples. A header
     without ``remaining`` and ``reset``, or with a bad number, counts as absent.
     """
-    # One pass to lower-case the names, instead of a scan per name that is absent.
-    headers = {key.lower(): value for key, value in headers.items()}
+    # Only the few names below are looked up; a plain mapping is lower-cased once.
+    headers = _any_case(headers)
     combined = headers.get("ratelimit")
     if combined is not None:
-        members = _parse_members(combined)
-        if members is not None and "remaining" in members and "reset" in members:
+        info = _parse_combined(combined)
+        if info is not None:
+            return info
+    for remaining_name, reset_name, limit_name in _LEGACY:
+        text = headers.get(remaining_name)
+        remaining = None if text is None else _number(text)
+        if remaining is None:
+            continue
+        reset = _number(headers.get(reset_name))
+        if reset is not None:
             return RateLimitInfo(
-                limit=members.get("limit"),
-                remaining=members["remaining"],
-                reset=min(members["reset"], MAX_RESET),
-            )
-    for prefix in ("x-rate-limit-", "ratelimit-"):
-        remaining = _number(headers.get(prefix + "remaining"))
-        reset = _number(headers.get(prefix + "reset"))
-        if remaining is not None and reset is not None:
-            return RateLimitInfo(
-                limit=_number(headers.get(prefix + "limit")),
+                limit=_number(headers.get(limit_name)),
                 remaining=remaining,
                 reset=min(reset, MAX_RESET),
             )

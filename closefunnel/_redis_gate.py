@@ -375,6 +375,10 @@ class RedisGate:
                     self._waiters.remove(entry)
             raise
 
+    def try_acquire(self) -> GatePermit | None:
+        """Always None: every shared permit comes from Redis, which cannot answer at once."""
+        return None
+
     async def _local_acquire(self, max_wait: float, front: bool) -> GatePermit:
         if self._fallback == "fail":
             raise GateUnavailableError(

@@ -174,7 +174,12 @@ def retrying(policy: RetryPolicy, *, what: str, started: float | None = None) ->
 
 
 async def call_with_retries(
-    attempt: Callable[[bool], Awaitable[T]], policy: RetryPolicy, *, what: str
+    attempt: Callable[[bool], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    what: str,
+    started: float | None = None,
+    failure: Exception | None = None,
 ) -> T:
     """
     ``await attempt(retry)`` under *policy*: once bare, then through :func:`retrying`.
@@ -185,18 +190,25 @@ async def call_with_retries(
     failure as its own first attempt, so attempts, waits, logs and the stop rules are
     exactly those of a retrier that ran from the start. *retry* tells the attempt
     whether it is a retry (retries go to the front of the gate's queue).
+
+    A caller that made the first attempt itself (the client does, when a permit is
+    free at once) passes its error as *failure* and when it began as *started*
+    (``time.monotonic()``): the retries go on from there, or *failure* is raised again
+    at once when it is not worth another attempt.
     """
-    started = time.monotonic()
-    try:
-        return await attempt(False)
-    except Exception as exc:
-        if not is_retryable(exc, policy):
-            raise
-        first_failure: Exception | None = exc
-    async for retry in retrying(policy, what=what, started=started):
+    began = time.monotonic() if started is None else started
+    if failure is None:
+        try:
+            return await attempt(False)
+        except Exception as exc:
+            failure = exc
+    if not is_retryable(failure, policy):
+        raise failure
+    pending: Exception | None = failure  # handed to the retrier as its first attempt
+    async for retry in retrying(policy, what=what, started=began):
         with retry:
-            if first_failure is not None:
-                failure, first_failure = first_failure, None
-                raise failure
+            if pending is not None:
+                replay, pending = pending, None
+                raise replay
             return await attempt(True)
     raise AssertionError("unreachable: the retrier either returns or raises")

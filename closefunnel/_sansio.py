@@ -9,6 +9,7 @@ https://developer.close.com/api/overview/http-response-codes and reference/close
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from collections.abc import Callable, Mapping
@@ -104,11 +105,14 @@ class HttpRequest:
         return (self.method, self.url, self.headers.get("Accept", ""), self.body)
 
 
+@functools.lru_cache(maxsize=256)
 def endpoint_group(method: str, path: str) -> str:
     """
     The endpoint group Close rate-limits *path* under: the method plus the first two
     path segments below the API root (``POST report/funnel``), as Close's blog
     describes groups ("URL prefix and request method").
+
+    Cached: a client asks it for every request, of a handful of paths.
     """
     segments = [part for part in path.split("/") if part]
     return f"{method.upper()} {'/'.join(segments[:2])}"

@@ -101,13 +101,14 @@ async def send(
         ) from None
     except aiohttp.ClientError as exc:
         raise TransportError(f"{what} failed: {_describe(exc)}") from None
-    logger.debug(
-        "closefunnel.response: %s %s -> %d in %.3fs",
-        request.method,
-        request.path,
-        status,
-        time.monotonic() - started,
-    )
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "closefunnel.response: %s %s -> %d in %.3fs",
+            request.method,
+            request.path,
+            status,
+            time.monotonic() - started,
+        )
     return status, headers, body
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 import closefunnel as cf
 from closefunnel._gate import RateLimitGate
+from closefunnel._ratelimit import RateLimitInfo
 
 from .conftest import EmulatorFactory
 from .test_client import TOTALS, _pipeline_queries
@@ -68,3 +70,34 @@ async def test_users_follow_every_page(start_emulator: EmulatorFactory) -> None:
         pages = [entry for entry in emu.log if entry.path == "/api/v1/user/"]
     assert [user.id for user in users] == [user.id for user in emu.dataset.users]
     assert len(pages) == 3
+
+
+async def test_a_free_permit_is_given_at_once_and_never_past_the_queue() -> None:
+    """try_acquire grants only what acquire grants at once: a free slot, no hold, no queue."""
+    gate = RateLimitGate("POST report/funnel", max_concurrency=2, seed=1)
+    first, second = gate.try_acquire(), gate.try_acquire()
+    assert first is not None
+    assert second is not None
+    assert gate.try_acquire() is None  # both slots taken
+    first.observe(200, None)
+    first.release()
+    # A 429 holds the group: nothing is free, and a caller queues for the end of the pause.
+    second.observe(429, RateLimitInfo(limit=10, remaining=0, reset=0.05), pause=0.05)
+    second.release()
+    assert gate.try_acquire() is None
+    queued = asyncio.ensure_future(gate.acquire())
+    await asyncio.sleep(0)
+    assert gate.snapshot().waiting == 1
+    # The pause is over, but the loop has not run the gate's timer yet: the queued caller
+    # still goes first, and try_acquire does not overtake it.
+    time.sleep(0.1)  # noqa: ASYNC251  # blocks the loop on purpose: its timer cannot run
+    assert gate.try_acquire() is None
+    probe = await asyncio.wait_for(queued, timeout=1.0)
+    assert gate.snapshot().in_flight == 1
+    assert gate.try_acquire() is None  # the probe after a pause goes alone
+    probe.observe(200, RateLimitInfo(limit=10, remaining=9, reset=1.0))
+    probe.release()
+    again = gate.try_acquire()
+    assert again is not None
+    again.release(refund=True)
+    assert gate.snapshot().in_flight == 0

@@ -10,9 +10,17 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from closefunnel import RateLimitInfo, parse_ratelimit, parse_retry_after
-from closefunnel._ratelimit import DEFAULT_429_WAIT, MAX_RESET, header, wait_after_429
+from closefunnel._ratelimit import (
+    _CLOSE_FORM,
+    DEFAULT_429_WAIT,
+    MAX_RESET,
+    _parse_members,
+    header,
+    wait_after_429,
+)
 
 NOW = 1_700_000_000.0
 
@@ -100,6 +108,16 @@ def test_header_lookup_any_case() -> None:
     assert header({"retry-after": "3"}, "Retry-After") == "3"
     assert header({"Retry-After": "3"}, "Retry-After") == "3"
     assert header({}, "Retry-After") is None
+    assert header(CIMultiDictProxy(CIMultiDict({"retry-after": "3"})), "Retry-After") == "3"
+    assert header(CIMultiDictProxy(CIMultiDict()), "Retry-After") is None
+
+
+def test_repeated_names_read_the_first_value() -> None:
+    """A name sent twice (in any case) reads as its first value, from either kind of mapping."""
+    items = [("ratelimit", "limit=9, remaining=8, reset=7"), ("RateLimit", "remaining=1, reset=2")]
+    assert parse_ratelimit(dict(items)) == RateLimitInfo(9, 8, 7)
+    assert parse_ratelimit(CIMultiDictProxy(CIMultiDict(items))) == RateLimitInfo(9, 8, 7)
+    assert header(dict(items), "RATELIMIT") == "limit=9, remaining=8, reset=7"
 
 
 # -- Retry-After -----------------------------------------------------------------------------
@@ -253,3 +271,60 @@ def test_arbitrary_headers_give_sane_waits(
     retry_after = parse_retry_after(headers.get("Retry-After"), now=now)
     assert retry_after is None or _sane(retry_after)
     assert _sane(wait_after_429(headers, body, now=now))
+
+
+_any_case_names = _header_names.flatmap(
+    lambda name: st.sampled_from([name, name.lower(), name.upper()])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    items=st.lists(st.tuples(_any_case_names, _header_values), max_size=6),
+    body=st.binary(max_size=20),
+)
+def test_aiohttp_headers_read_like_a_plain_mapping(
+    items: list[tuple[str, str]], body: bytes
+) -> None:
+    """
+    aiohttp's case-insensitive headers are read by name, a plain mapping is lower-cased:
+    both give the same facts and waits for the same headers.
+    """
+    plain: dict[str, str] = {}
+    for key, value in items:
+        plain.setdefault(key, value)
+    multi = CIMultiDictProxy(CIMultiDict(plain.items()))
+    assert parse_ratelimit(multi) == parse_ratelimit(plain)
+    assert header(multi, "Retry-After") == header(plain, "Retry-After")
+    assert wait_after_429(multi, body, now=NOW) == wait_after_429(plain, body, now=NOW)
+
+
+_decimal = st.one_of(
+    st.integers(min_value=0, max_value=10**15 - 1).map(str),
+    st.builds(
+        lambda whole, part: f"{whole}.{part}",
+        st.integers(min_value=0, max_value=10**6),
+        st.integers(min_value=0, max_value=999).map(lambda n: f"{n:03d}"),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    limit=_decimal,
+    remaining=_decimal,
+    reset=_decimal,
+    separator=st.sampled_from([",", ";", ", ", "; "]),
+)
+def test_closes_own_form_reads_as_the_general_parser_reads_it(
+    limit: str, remaining: str, reset: str, separator: str
+) -> None:
+    """The one-match reading of ``limit=L, remaining=R, reset=T`` agrees with the general one."""
+    value = f"limit={limit}{separator}remaining={remaining}{separator}reset={reset}"
+    assert _CLOSE_FORM.fullmatch(value) is not None  # read by the one match
+    members = _parse_members(value)
+    assert members is not None
+    expected = RateLimitInfo(
+        members["limit"], members["remaining"], min(members["reset"], MAX_RESET)
+    )
+    assert parse_ratelimit({"RateLimit": value}) == expected

@@ -8,6 +8,8 @@ same races against the two copies the primitive replaces.)
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 
@@ -117,3 +119,84 @@ async def test_a_failure_nobody_awaits_is_not_logged(caplog: pytest.LogCaptureFi
     tasks = flights.tasks()
     assert tasks == []
     assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+async def test_work_cancelled_from_outside_cancels_every_caller() -> None:
+    """What a shutdown does (cancelling the work itself) ends every caller, and frees the key."""
+    flights: SingleFlight[str, str] = SingleFlight()
+    running = asyncio.Event()
+
+    async def work() -> str:
+        running.set()
+        await asyncio.Event().wait()
+        return "never"
+
+    callers = [asyncio.create_task(flights.run("k", work)) for _ in range(3)]
+    await running.wait()
+    [task] = flights.tasks()
+    task.cancel()
+    results = await asyncio.gather(*callers, return_exceptions=True)
+    assert [type(result) for result in results] == [asyncio.CancelledError] * 3
+    assert len(flights) == 0
+
+
+async def test_the_last_caller_to_leave_returns_after_the_work_has_ended() -> None:
+    """A cancelled caller (or bulk run) leaves nothing behind still winding down."""
+    flights: SingleFlight[str, str] = SingleFlight()
+    running = asyncio.Event()
+    wound_down = False
+
+    async def work() -> str:
+        nonlocal wound_down
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0)  # cleanup that takes a turn of the loop
+            await asyncio.sleep(0)
+            wound_down = True
+        return "never"
+
+    future = flights.join("k", work)
+    await running.wait()
+    assert future.cancel()
+    assert future.cancel()  # asked twice: still cancelled only once the work has ended
+    assert not future.done()
+    with pytest.raises(asyncio.CancelledError):
+        await future
+    assert wound_down
+    assert flights.tasks() == []
+
+
+class _Report:
+    """A result that can be referenced weakly."""
+
+
+async def test_a_finished_flight_is_freed_at_once() -> None:
+    """
+    Nothing of a finished call is left in a reference cycle: its result is freed as soon
+    as the caller drops it, not later by the cyclic collector (which would walk every
+    result held meanwhile, again and again, in a long bulk run).
+    """
+    flights: SingleFlight[str, _Report] = SingleFlight()
+
+    async def work() -> _Report:
+        await asyncio.sleep(0)
+        return _Report()
+
+    gc.collect()
+    gc.disable()
+    try:
+        shared = await asyncio.gather(flights.run("k", work), flights.run("k", work))
+        assert shared[0] is shared[1]
+        ref = weakref.ref(shared[0])
+        del shared
+        await asyncio.sleep(0)  # the loop's handle that woke us holds the finished future
+        assert ref() is None
+        future = flights.join("j", work)
+        ref = weakref.ref(await future)
+        del future
+        await asyncio.sleep(0)
+        assert ref() is None
+    finally:
+        gc.enable()

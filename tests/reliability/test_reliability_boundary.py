@@ -91,6 +91,30 @@ async def test_aclose_ends_calls_in_flight_with_client_closed_error() -> None:
     assert issubclass(cf.ClientClosedError, RuntimeError)
 
 
+@pytest.mark.parametrize("started", [True, False], ids=["on-the-wire", "just-started"])
+async def test_aclose_ends_a_bulk_run_with_client_closed_items(started: bool) -> None:
+    """
+    A bulk run in flight when the client closes yields ClientClosedError items and ends:
+    whether its requests were on the wire or their work had not begun yet.
+    """
+    async with Hostile(_never_answer) as server:
+        client = cf.Client(api_key="api_x.y", base_url=server.base_url)
+        queries = [_query(f"pipe_{n}") for n in range(3)]
+
+        async def drain() -> list[cf.BulkItem[cf.FunnelTotals]]:
+            return [item async for item in client.totals_many(queries)]
+
+        async with client:
+            run = asyncio.ensure_future(drain())
+            if started:
+                await server.wait_requests(3)
+            else:
+                await asyncio.sleep(0)  # the run has started its calls, not their work
+            await client.aclose()
+        items = await run
+    assert [type(item.error) for item in items] == [cf.ClientClosedError] * 3
+
+
 async def test_a_caller_cancelled_while_the_client_closes_still_gets_cancelled_error() -> None:
     """Both at once: the caller's own cancellation wins over the close."""
     async with Hostile(_never_answer) as server:

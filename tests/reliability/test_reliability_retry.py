@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -65,6 +66,45 @@ async def test_deadline_stops_a_comparison_against_a_hanging_server(
     assert elapsed <= policy.deadline + SLACK
     # Three requests at a time, each at most one 0.1 s attempt per 0.1 s.
     assert len(emu.log) <= 3 * (policy.deadline / 0.1 + 2)
+
+
+async def test_the_deadline_counts_from_the_start_of_the_call(
+    start_emulator: EmulatorFactory, make_queries: QueryFactory, assert_quiet: QuietCheck
+) -> None:
+    """
+    A first attempt sent at once runs without a deadline timer (it cannot outlast its own
+    timeout); the deadline still counts from the call's start, so retries get only the rest.
+    """
+    timeout, deadline = 0.1, 0.35
+    policy = cf.RetryPolicy(attempts=10_000, backoff_initial=0, backoff_max=0, deadline=deadline)
+    async with start_emulator(slow_delay=30.0, fault_rate=1.0, faults=("slow",)) as emu:
+        query = make_queries(emu, 1)[0]
+        async with cf.Client(
+            api_key=emu.api_key, base_url=emu.base_url, retry=policy, timeout=timeout
+        ) as client:
+            with pytest.raises(cf.RequestTimeoutError, match="deadline"):
+                await client.funnel_totals(query)
+            await assert_quiet(client)
+    # Each attempt ends no sooner than its timeout, so attempt k starts at (k-1) x 0.1 s at
+    # the earliest: a fifth would start after the deadline. Counted, not timed.
+    assert 1 <= len(emu.log) <= math.ceil(deadline / timeout)
+
+
+async def test_a_deadline_shorter_than_the_timeout_ends_the_first_attempt(
+    start_emulator: EmulatorFactory, make_queries: QueryFactory, assert_quiet: QuietCheck
+) -> None:
+    """When one attempt could outlast the deadline, the deadline's timer covers it too."""
+    policy = cf.RetryPolicy(deadline=0.2)
+    async with start_emulator(slow_delay=30.0, fault_rate=1.0, faults=("slow",)) as emu:
+        query = make_queries(emu, 1)[0]
+        async with cf.Client(
+            api_key=emu.api_key, base_url=emu.base_url, retry=policy, timeout=30.0
+        ) as client:
+            async with asyncio.timeout(10):  # guard: without the timer this waits 30 s
+                with pytest.raises(cf.RequestTimeoutError, match="deadline"):
+                    await client.funnel_totals(query)
+            await assert_quiet(client)
+    assert len(emu.log) == 1
 
 
 async def test_outage_is_bounded_by_attempts_per_query(
