@@ -8,6 +8,7 @@ two side by side. It is pure: same inputs, same output, no I/O.
 from __future__ import annotations
 
 import operator
+import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -145,14 +146,23 @@ class ComparedPeriod:
         def __getattr__(self, name: str) -> Any:
             # Only reached for names not in __dict__: a deferred field, read the first time.
             compute = _DEFERRED.get(name)
-            state = vars(self)
-            if compute is None or _BASE not in state:
+            if compute is None:
                 raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-            value = compute(state[_BASE], state["totals"])
-            state[name] = value
-            if "aggregations" in state and "users" in state:
-                del state[_BASE]
-            return value
+            # One thread computes; a thread that waited finds the value already there. (A
+            # result shared by threads, a SyncClient's say, is read from several at once.)
+            with _COMPUTING:
+                state = vars(self)
+                if name in state:
+                    return state[name]
+                if _BASE not in state:
+                    raise AttributeError(
+                        f"{type(self).__name__!r} object has no attribute {name!r}"
+                    )
+                value = compute(state[_BASE], state["totals"])
+                state[name] = value
+                if "aggregations" in state and "users" in state:
+                    del state[_BASE]
+                return value
 
 
 @attrs.frozen(kw_only=True)
@@ -324,6 +334,8 @@ _DEFERRED: Final[dict[str, Callable[[FunnelTotals, FunnelTotals], Any]]] = {
 }
 #: Where a deferred period keeps the base report until both fields are computed.
 _BASE: Final = "_closefunnel_base"
+#: Held while a deferred field is computed (one lock for all: the GIL serializes it anyway).
+_COMPUTING: Final = threading.Lock()
 _PENDING: Final[Any] = object()
 
 

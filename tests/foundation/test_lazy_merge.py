@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import threading
 from typing import Any
 
 import attrs
@@ -124,3 +125,37 @@ def test_still_frozen_and_no_invented_attributes() -> None:
     with pytest.raises(AttributeError, match="no attribute 'user'"):
         period.user  # type: ignore[attr-defined]  # noqa: B018
     assert ComparedPeriod(**attrs.asdict(_eager(), recurse=False)) == period
+
+
+def test_threads_reading_a_period_first_all_get_its_rows() -> None:
+    """Four threads reading ``users`` of a fresh period at once: one computes, all get it."""
+    base = _totals({f"u{i}": i for i in range(3_000)}, 1)
+    failures: list[str] = []
+    seen: list[list[object]] = []
+    for _ in range(8):
+        period = merge_comparison(base, [("last-month", base)]).comparisons[0]
+        period.aggregations  # noqa: B018 - computed first, so users completes the pair
+        barrier = threading.Barrier(4)
+        got: list[object] = []
+        seen.append(got)
+
+        def read(
+            period: ComparedPeriod = period,
+            barrier: threading.Barrier = barrier,
+            got: list[object] = got,
+        ) -> None:
+            barrier.wait()
+            try:
+                got.append(period.users)
+            except Exception as exc:  # the race raised KeyError/AttributeError here
+                failures.append(repr(exc))
+
+        threads = [threading.Thread(target=read) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    for got in seen:  # one tuple per period, shared by its four readers
+        assert len(got) == 4
+        assert all(users is got[0] for users in got)
