@@ -17,6 +17,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
+import orjson
 
 from closefunnel._convert import (
     CONVERTER,
@@ -51,6 +52,7 @@ __all__ = [
     "PipelineStatus",
     "User",
     "UserFunnelMetrics",
+    "decode_response_json",
     "decode_totals_csv",
     "decode_totals_json",
     "encode_totals_csv",
@@ -243,6 +245,24 @@ def _unique_users(totals: FunnelTotals) -> FunnelTotals:
 def decode_totals_json(body: bytes | str, *, strict: bool = False) -> FunnelTotals:
     """Decode a JSON funnel totals report (each ``user_id`` at most once)."""
     return _unique_users(decode_json(body, FunnelTotals, strict=strict))
+
+
+def decode_response_json(body: bytes) -> FunnelTotals:
+    """
+    A JSON report as Close answered it. ``range`` is closefunnel's own key (the range
+    the client resolved, which it sets after decoding): a top-level ``"range"`` in an
+    answer is Close's business, ignored like any other key it may add, never taken for
+    ours nor a reason to refuse the report.
+    """
+    if b'"range"' in body:  # rare: only then is the body parsed twice
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and "range" in data:
+            del data["range"]
+            return _unique_users(decode(data, FunnelTotals))
+    return decode_totals_json(body)
 
 
 def decode_totals_csv(text: str | bytes, *, strict: bool = False) -> FunnelTotals:

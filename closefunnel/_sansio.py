@@ -32,7 +32,7 @@ from closefunnel._errors import (
     ResponseDecodeError,
     ServerError,
 )
-from closefunnel._models import FunnelTotals, decode_totals_csv, decode_totals_json
+from closefunnel._models import FunnelTotals, decode_response_json, decode_totals_csv
 from closefunnel._query import Compared, FunnelQuery, compared_fields
 from closefunnel._ratelimit import (
     RateLimitInfo,
@@ -426,7 +426,7 @@ def error_for_status(
 
 def totals_decoder(format: Format) -> Callable[[bytes], FunnelTotals]:
     """The body decoder of a funnel totals report in *format*."""
-    return decode_totals_csv if format == "csv" else decode_totals_json
+    return decode_totals_csv if format == "csv" else decode_response_json
 
 
 def parse_totals_response(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+from datetime import timedelta
 from pathlib import Path
 
 import attrs
@@ -164,3 +165,25 @@ def test_max_response_bytes_is_checked(value: object, rule: str) -> None:
     with pytest.raises(cf.InvalidQueryError) as caught:
         cf.Client(api_key="api_x.y", max_response_bytes=value)  # type: ignore[arg-type]
     assert (caught.value.field, caught.value.rule) == ("max_response_bytes", rule)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [b'{"from": "2026-11-01", "to": "2026-12-01"}', b'"this-month"', b"null", b"[1, 2]"],
+)
+async def test_a_range_key_in_an_answer_is_closes_business(extra: bytes) -> None:
+    """
+    Close sends no "range"; should it one day, whatever it holds is ignored like any new
+    key, and the report carries the range the client resolved, not Close's value.
+    """
+    body = SAMPLE.rstrip().rstrip(b"}") + b', "range": ' + extra + b"}"
+
+    async def report(_: Request, writer: asyncio.StreamWriter) -> None:
+        writer.write(response(200, body))
+
+    server = Hostile(report)
+    async with server, cf.Client(api_key="api_x.y", base_url=server.base_url, retry=FAST) as client:
+        totals = await client.funnel_totals(QUERY)
+    assert attrs.evolve(totals, range=None) == cf.FunnelTotals.from_json(SAMPLE)
+    assert totals.range is not None
+    assert totals.range.end - totals.range.start >= timedelta(days=28)  # this month
