@@ -194,9 +194,10 @@ class FunnelComparison:
 
         Keys, in order:
 
-        - ``period``: the compared range as given: its name (``"last-month"``), or a
-          :class:`DateRange` as ``START..END`` in ISO 8601 (``2026-10-01T00:00:00Z..``
-          ``2026-11-01T00:00:00Z``), the form the command line takes;
+        - ``period``: the compared range as given (``ComparedPeriod.compared``): its
+          name (``"last-month"``) or the :class:`DateRange` itself (DataFrames and
+          :meth:`to_csv` write a DateRange as ``START..END`` in ISO 8601, the form the
+          command line takes);
         - ``base_start``, ``base_end``, ``compared_start``, ``compared_end``: the resolved
           ranges (:attr:`base_range`, ``ComparedPeriod.compared_range``) as aware
           datetimes; None for a report decoded from a body that did not record its range;

@@ -193,17 +193,20 @@ def comparison_rows(
     *,
     names: Mapping[str, str] | None,
     cell: Callable[[Any], Any] = _same,
+    as_given: bool = False,
 ) -> Iterator[tuple[Any, ...]]:
     """
     The rows of :func:`comparison_records` as tuples in :func:`comparison_columns` order;
-    *cell* as for :func:`totals_rows`.
+    *cell* as for :func:`totals_rows`. ``period`` is the compared range as text (a
+    DateRange as ``START..END``, for a frame's or a sheet's column), or with *as_given*
+    the value itself (records).
     """
     base_start, base_end = map(cell, _bounds(comparison.base_range))
     named = names is not None
     lookup = names or {}
     metrics = [(name, cell(name)) for name in METRIC_NAMES]
     for period in comparison.comparisons:
-        label = cell(range_text(period.compared))
+        label = period.compared if as_given else cell(range_text(period.compared))
         ranges = (label, base_start, base_end, *map(cell, _bounds(period.compared_range)))
         groups: list[tuple[tuple[Any, ...], object]] = []
         if period.aggregations is not None:
@@ -242,7 +245,7 @@ def comparison_records(
     """One dict per (compared period, user, metric); see ``FunnelComparison.to_records``."""
     lookup = user_names(names)
     columns = comparison_columns(names=lookup is not None)
-    rows = comparison_rows(comparison, names=lookup)
+    rows = comparison_rows(comparison, names=lookup, as_given=True)
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 

@@ -21,6 +21,7 @@ import attrs
 import pytest
 
 import closefunnel as cf
+from closefunnel._display import range_text
 from closefunnel.emulator import Emulator
 from tests.client.conftest import EmulatorFactory
 
@@ -76,12 +77,13 @@ async def test_comparison_records_are_the_deltas_in_order(client: cf.Client) -> 
     expected = _expected_rows(comparison)
     assert len(records) == len(expected) > 2 * 10 * 3  # aggregate + users, two periods
     assert all(list(record) == COMPARISON_KEYS for record in records)
-    periods = ["last-month", "2025-11-01T00:00:00Z..2025-12-01T00:00:00Z"]
+    assert comparison.comparisons[0].compared == "last-month"
+    assert isinstance(comparison.comparisons[1].compared, cf.DateRange)
     assert comparison.base_range is not None
     for record, (index, user_id, metric, d) in zip(records, expected, strict=True):
         period = comparison.comparisons[index]
         assert period.compared_range is not None
-        assert record["period"] == periods[index]
+        assert record["period"] == period.compared  # as given: a name or the DateRange
         assert (record["base_start"], record["base_end"]) == (
             comparison.base_range.start,
             comparison.base_range.end,
@@ -205,9 +207,13 @@ def _is_na(value: Any) -> bool:
 
 
 def _as_floats(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """*records* as a frame holds them: values as floats, a DateRange period as its text."""
     numbers = ("base", "compared", "delta", "change")
     return [
-        {k: (float(v) if k in numbers and v is not None else v) for k, v in r.items()}
+        {
+            k: float(v) if k in numbers and v is not None else range_text(v) if k == "period" else v
+            for k, v in r.items()
+        }
         for r in records
     ]
 
@@ -478,6 +484,8 @@ async def test_csv_is_the_tidy_table(client: cf.Client) -> None:
                 assert float(cell) == value
             elif isinstance(value, int):
                 assert int(cell) == value
+            elif isinstance(value, cf.DateRange):
+                assert cell == range_text(value)  # START..END, as the command line takes it
             else:
                 assert cell == value
     assert text.endswith("\r\n")
