@@ -86,6 +86,22 @@ def _bound(server: Any, fallback: int) -> int:
     return fallback
 
 
+def guard_host(app: FastAPI, host: str) -> None:
+    """
+    On a loopback bind, answer only requests addressed to this machine by name or address.
+
+    A page elsewhere can point its own name at 127.0.0.1 (DNS rebinding) and then read the
+    app as its own origin, with the API key behind it; its requests carry its name in
+    ``Host``, so they get a 400. (IPv6 literals are left alone: Starlette's check cannot
+    read ``[::1]:8000``.) Beyond loopback the names are the deployment's: use a token.
+    """
+    if ":" in host or not is_loopback(host):
+        return
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", host])
+
+
 def serve(ns: argparse.Namespace, console: Console) -> ExitStatus:
     """Serve the app until Ctrl-C; status 1 when the port cannot be bound."""
     try:
@@ -119,6 +135,7 @@ def serve(ns: argparse.Namespace, console: Console) -> ExitStatus:
                 token=token,
                 redis=connection.redis,
             )
+            guard_host(app, ns.host)
             config = uvicorn.Config(app, host=ns.host, port=ns.port, log_level="info")
 
             class Server(uvicorn.Server):
@@ -168,6 +185,7 @@ def _serve_workers(
                 "redis": connection.redis,
                 "cache_ttl": ns.cache_ttl,
                 "token": token,
+                "host": ns.host,
                 # The emulator's fixed clock (--now), so workers resolve ranges on it too.
                 "now": connection.now.isoformat()
                 if connection.emulator and connection.now is not None
@@ -222,9 +240,11 @@ def worker_app() -> FastAPI:
             clock=None if fixed is None else (lambda: fixed),
         )
 
-    return create_app(
+    app = create_app(
         client_factory=make_client,
         cache_ttl=spec["cache_ttl"] or None,
         token=spec["token"],
         redis=spec["redis"],
     )
+    guard_host(app, spec["host"])
+    return app

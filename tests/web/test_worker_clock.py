@@ -30,6 +30,7 @@ async def test_a_worker_dates_reports_on_the_emulators_clock(
         "redis": None,
         "cache_ttl": 0,
         "token": None,
+        "host": "127.0.0.1",
         "now": NOW.isoformat(),
     }
     monkeypatch.setenv(WORKER_ENV, json.dumps(spec))
