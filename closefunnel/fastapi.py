@@ -549,7 +549,10 @@ class PipelineModel(pydantic.BaseModel):
 
 
 class UserModel(pydantic.BaseModel):
-    """A user of the organization, for showing names next to ``user_id``s."""
+    """
+    A user of the organization, for showing names next to ``user_id``s (no email
+    address: the dashboard needs names, and the page is often served without a token).
+    """
 
     id: str
     name: str = pydantic.Field(
@@ -557,7 +560,6 @@ class UserModel(pydantic.BaseModel):
     )
     first_name: str
     last_name: str
-    email: str | None
 
 
 class UserList(pydantic.RootModel[list[UserModel]]):
@@ -885,7 +887,6 @@ def _user_json(user: User) -> dict[str, Any]:
         "name": user.name,
         "first_name": user.first_name,
         "last_name": user.last_name,
-        "email": user.email,
     }
 
 

@@ -37,10 +37,19 @@ PROPERTIES: dict[type, tuple[str, ...]] = {
 }
 
 
+#: Fields the web JSON leaves out on purpose: /users gives the dashboard names to show,
+#: not the organization's email addresses.
+OMITTED: dict[type, tuple[str, ...]] = {cf.User: ("email",)}
+
+
 def _members(value: type) -> dict[str, Any]:
     """The fields of *value* and the properties the JSON adds, with their types."""
     hints = typing.get_type_hints(value)
-    members = {field.name: hints[field.name] for field in attrs.fields(value)}
+    members = {
+        field.name: hints[field.name]
+        for field in attrs.fields(value)
+        if field.name not in OMITTED.get(value, ())
+    }
     for name in PROPERTIES.get(value, ()):
         prop = getattr(value, name)
         assert isinstance(prop, property), name
