@@ -283,15 +283,16 @@ class SyncClient:
         runner: _LoopThread | None = getattr(self, "_runner", None)
         if runner is None or not runner.open or runner.forked():
             return
+        # Close it first, without waiting (the loop and its thread would outlive us), then
+        # warn: under -W error the warning raises, and must not skip the close.
+        with contextlib.suppress(Exception):
+            runner.shutdown(self._client.aclose(), wait=False)
         _warn(
             f"unclosed {self!r}: use 'with SyncClient(...)' or 'client.close()'",
             ResourceWarning,
             source=self,
             stacklevel=2,
         )
-        # Still close it, without waiting: the loop and its thread would outlive us.
-        with contextlib.suppress(Exception):
-            runner.shutdown(self._client.aclose(), wait=False)
 
     def __repr__(self) -> str:
         inner = repr(self._client).removeprefix("<closefunnel.Client")

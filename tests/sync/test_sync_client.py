@@ -357,6 +357,21 @@ def test_an_unclosed_client_warns_and_still_stops_its_thread(emu: Emulator) -> N
     assert not thread.is_alive()
 
 
+def test_a_warning_that_raises_does_not_skip_the_close(emu: Emulator) -> None:
+    """Under -W error the ResourceWarning raises in __del__: the client is closed first."""
+    client = _sync(emu)
+    client.users()
+    thread = client._runner.thread
+
+    def raising(*_: object, **__: object) -> None:
+        raise ResourceWarning("as under -W error")
+
+    with pytest.raises(ResourceWarning):
+        client.__del__(_warn=raising)
+    thread.join(20)
+    assert not thread.is_alive()
+
+
 # -- Ctrl-C --------------------------------------------------------------------------------
 
 
