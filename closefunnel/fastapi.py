@@ -694,6 +694,9 @@ def make_router(
         json_schema_extra={"maxItems": max_users},
     )
 
+    # Some load balancers probe with HEAD: the same answer, out of the OpenAPI document
+    # (one operation per path and method there; GET documents it).
+    @api.head("/health", include_in_schema=False)
     @api.get(
         "/health",
         response_model=HealthModel,
@@ -701,7 +704,7 @@ def make_router(
         responses={422: _ERRORS[422]},
     )
     async def health() -> Response:
-        """Always ``{"status": "ok"}`` while the app serves; needs no token."""
+        """Always ``{"status": "ok"}`` while the app serves (HEAD too); needs no token."""
         return _json({"status": "ok"})
 
     @api.get(

@@ -66,7 +66,7 @@ def _connection_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--base-url",
         metavar="URL",
-        help=f"API root (default: {DEFAULT_BASE_URL})",
+        help=f"API root (default: $CLOSE_BASE_URL, else {DEFAULT_BASE_URL})",
     )
     group.add_argument(
         "--api-key-file",

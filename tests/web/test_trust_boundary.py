@@ -95,6 +95,8 @@ async def test_a_token_guards_every_route_but_health(
     async with serve(app={"token": TOKEN}) as url:
         status, body, _ = await _get(http, f"{url}/health")
         assert (status, body) == (200, {"status": "ok"})
+        async with http.head(f"{url}/health") as response:  # load balancers probe with HEAD
+            assert response.status == 200
 
         refused = [
             {},
