@@ -88,7 +88,7 @@ def _number(text: object) -> float | None:
             value = float(text.strip())
         except ValueError:
             return None
-    elif isinstance(text, (int, float)) and not isinstance(text, bool):  # a tuple: no union made
+    elif type(text) is int or type(text) is float:  # exactly: a bool is no count
         value = float(text)
     else:
         return None
