@@ -267,6 +267,11 @@ def _user_row(user_id: str, names: Mapping[str, str], cells: Sequence[str]) -> s
     )
 
 
+def _users_table_end(columns: int, *, shown: int, total: int) -> str:
+    """A per-user table's end: a row saying it is empty, or how many users were cut."""
+    return (_empty_row(columns) if not total else "") + _CLOSE_TABLE + _more(shown, total)
+
+
 def _empty_row(columns: int) -> str:
     return (
         f'<tr><td class="cf-none cf-empty" colspan="{columns}">no opportunities in scope</td></tr>'
@@ -303,10 +308,7 @@ def _totals_tables(
     for row in shown:
         cells = [_cell(format_value(m, _value(row, m))) for m in _TOTALS_USER_METRICS]
         out.append(_user_row(row.user_id, names, cells))
-    if not rows:
-        out.append(_empty_row(len(head)))
-    out.append(_CLOSE_TABLE)
-    out.append(_more(len(shown), len(rows)))
+    out.append(_users_table_end(len(head), shown=len(shown), total=len(rows)))
     return "".join(out)
 
 
@@ -381,10 +383,7 @@ def _users_comparison(
             change = None if deltas is None else _delta(deltas, "value_total_won").change
             cells.append(_change_cell("value_total_won", change))
         out.append(_user_row(user_id, names, cells))
-    if not ids:
-        out.append(_empty_row(len(head)))
-    out.append(_CLOSE_TABLE)
-    out.append(_more(len(shown), len(ids)))
+    out.append(_users_table_end(len(head), shown=len(shown), total=len(ids)))
     return "".join(out)
 
 

@@ -60,7 +60,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
 import hmac
 import math
 import re
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
@@ -716,11 +716,7 @@ def make_router(
     )
     async def list_pipelines(request: Request, service: Service) -> Response:
         """Every pipeline with its statuses, for picking ids."""
-        try:
-            _unknown_parameters(request, frozenset())
-            return _json(await service.pipelines())
-        except CloseFunnelError as exc:
-            return error_response(exc)
+        return await _listing(request, service.pipelines)
 
     async def funnel_request(
         request: Request,
@@ -815,11 +811,11 @@ def make_router(
     )
     async def list_users(request: Request, service: Service) -> Response:
         """Every user with the name to show, for putting names next to ``user_id``s."""
-        try:
-            _unknown_parameters(request, frozenset())
-            return _json([_user_json(user) for user in await service.users()])
-        except CloseFunnelError as exc:
-            return error_response(exc)
+
+        async def users() -> list[dict[str, Any]]:
+            return [_user_json(user) for user in await service.users()]
+
+        return await _listing(request, users)
 
     @api.get(
         "/funnel/{pipeline_id}",
@@ -882,6 +878,16 @@ def _funnel_json(result: FunnelTotals | FunnelComparison) -> Any:
         entry["compared_range"] = CONVERTER.unstructure(period.compared_range)
     # Keys in the documented order: base, base_range, comparisons.
     return {"base": data["base"], "base_range": data["base_range"], **data}
+
+
+async def _listing(request: Request, fetch: Callable[[], Awaitable[Any]]) -> Response:
+    """A list route: it takes no parameters, answers the list as JSON, and Close's
+    failures as the one ErrorBody."""
+    try:
+        _unknown_parameters(request, frozenset())
+        return _json(await fetch())
+    except CloseFunnelError as exc:
+        return error_response(exc)
 
 
 def _user_json(user: User) -> dict[str, Any]:
