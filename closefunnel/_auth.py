@@ -33,6 +33,12 @@ class Credentials:
     scheme: str
     key_id: str
     _secret: str = attrs.field(alias="secret")
+    # Made once: every request sends it, and base64 per request added up.
+    _authorization: str = attrs.field(
+        init=False,
+        eq=False,
+        default=attrs.Factory(lambda self: self._header_value(), takes_self=True),
+    )
 
     @classmethod
     def api_key(cls, key: str) -> Credentials:
@@ -48,6 +54,9 @@ class Credentials:
 
     def authorization(self) -> str:
         """The ``Authorization`` header value."""
+        return self._authorization
+
+    def _header_value(self) -> str:
         if self.scheme == "Basic":
             return "Basic " + base64.b64encode(f"{self._secret}:".encode()).decode("ascii")
         return f"Bearer {self._secret}"

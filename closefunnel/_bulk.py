@@ -11,7 +11,16 @@ await what they started before returning, so nothing outlives the call.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence, Sized
+import collections
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+    Sized,
+)
 from typing import Any, Final, Generic, TypeVar
 
 import attrs
@@ -78,55 +87,132 @@ async def stream(
     on_progress: ProgressCallback | None = None,
 ) -> AsyncIterator[BulkItem[R]]:
     """
-    ``run(query)`` for each of *queries*, at most *window* at once, yielded as each ends.
+    ``await run(query)`` for each of *queries*, *window* at once, yielded as each ends.
 
-    A :class:`CloseFunnelError` is the item's ``error``; any other exception (a bug) is
-    raised, after cancelling the rest.
+    *window* workers (tasks) each draw the next query and await its call, one after
+    another: no task per query, and the next query starts the moment one ends, not
+    when the caller asks for the next item. A caller busy with one item (writing it
+    somewhere) leaves the others running, until *window* ended items wait for it (more
+    would be memory no one asked for). Queries are drawn only as a worker is free, so
+    an endless iterable streams.
+
+    A :class:`CloseFunnelError` is the item's ``error``; any other exception (a bug, or
+    the iterable's own) is raised, after cancelling the rest.
     """
     total = len(queries) if isinstance(queries, Sized) else None
-    source = iter(queries)
-    running: dict[asyncio.Future[R], FunnelQuery] = {}
-    # Each task reports its own completion here: waiting on the queue costs the same
-    # for any window, where asyncio.wait(running) would re-register on every task.
-    finished: asyncio.Queue[asyncio.Future[R]] = asyncio.Queue()
+    state: _Stream[R] = _Stream(iter(queries), run, window)
+    workers = [asyncio.ensure_future(state.work()) for _ in range(window)]
+    state.active = len(workers)
     done_count = 0
-
-    def refill() -> None:
-        while len(running) < window:
-            query = next(source, _END)  # not None: a None item is an error, not the end
-            if query is _END:
-                return
-            task: asyncio.Future[R]
-            try:
-                # A coroutine becomes a task; a future (the client's shared call) is
-                # taken as it is, with no task of its own.
-                task = asyncio.ensure_future(run(query))
-            except CloseFunnelError as exc:  # refused before anything was started
-                task = asyncio.get_running_loop().create_future()
-                task.set_exception(exc)
-            task.add_done_callback(finished.put_nowait)
-            running[task] = query
-
     try:
-        refill()
-        while running:
-            task = await finished.get()
-            query = running.pop(task)
-            error = task.exception()
-            if error is not None and not isinstance(error, CloseFunnelError):
-                raise error
-            item: BulkItem[R] = (
-                BulkItem(query, error=error)
-                if error is not None
-                else BulkItem(query, result=task.result())
-            )
+        while True:
+            ready = state.ready
+            if not ready:
+                if state.failure is not None:
+                    raise state.failure
+                if not state.active:
+                    return
+                await state.wait()
+                continue
+            item = ready.popleft()
+            state.wake_workers()
             done_count += 1
             if on_progress is not None:
                 on_progress(done_count, total)
             yield item
-            refill()
     finally:
-        for task in running:
-            task.cancel()
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
+        state.closing = True
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
+class _Stream(Generic[R]):
+    """
+    What the workers of one :func:`stream` share: the queries, the ended items not yet
+    yielded, and the two futures that sleepers wait on (the generator for an item, the
+    workers for room in ``ready``).
+    """
+
+    __slots__ = (
+        "active",
+        "closing",
+        "failure",
+        "ready",
+        "room",
+        "run",
+        "source",
+        "waker",
+        "window",
+    )
+
+    def __init__(
+        self,
+        source: Iterator[FunnelQuery],
+        run: Callable[[FunnelQuery], Awaitable[R]],
+        window: int,
+    ) -> None:
+        self.source = source
+        self.run = run
+        self.window = window
+        self.ready: collections.deque[BulkItem[R]] = collections.deque()
+        self.active = 0  # workers not yet finished
+        #: Raised by the iterable, or by run() outside CloseFunnelError: for the caller.
+        self.failure: BaseException | None = None
+        self.closing = False  # the iterable ended or failed: workers draw no more
+        self.waker: asyncio.Future[None] | None = None  # the generator, waiting for an item
+        self.room: asyncio.Future[None] | None = None  # workers, waiting for room in ready
+
+    async def work(self) -> None:
+        """One worker: draw a query, await its call, hand on the item; until the end."""
+        try:
+            while not self.closing:
+                if len(self.ready) >= self.window:  # the caller is behind: wait for it
+                    if self.room is None:
+                        self.room = asyncio.get_running_loop().create_future()
+                    await self.room
+                    continue
+                try:
+                    query = next(self.source, _END)  # not None: a None item is an error
+                except Exception as exc:  # the iterable's own: the caller's to see
+                    self._fail(exc)
+                    return
+                if query is _END:
+                    self.closing = True
+                    return
+                try:
+                    item = BulkItem(query, result=await self.run(query))
+                except CloseFunnelError as exc:
+                    item = BulkItem(query, error=exc)
+                except Exception as exc:  # a bug: the caller's to see, the run ends
+                    self._fail(exc)
+                    return
+                self.ready.append(item)
+                self._wake()
+        finally:
+            self.active -= 1
+            self._wake()
+
+    async def wait(self) -> None:
+        """Sleep until an item is ready, or a worker has ended."""
+        waker = self.waker = asyncio.get_running_loop().create_future()
+        try:
+            await waker
+        finally:
+            self.waker = None
+
+    def wake_workers(self) -> None:
+        """An item was taken: workers waiting for room go on."""
+        room, self.room = self.room, None
+        if room is not None and not room.done():
+            room.set_result(None)
+
+    def _wake(self) -> None:
+        waker = self.waker
+        if waker is not None and not waker.done():
+            waker.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+        self.closing = True

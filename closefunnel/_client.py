@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -191,11 +191,7 @@ class Client:
             # the cancellation below reaches its own handler (which says the client
             # closed) rather than a task that never ran. No call can start after this.
             await asyncio.sleep(0)
-        flights = self._flights.tasks()
-        for task in flights:
-            task.cancel()
-        if flights:
-            await asyncio.gather(*flights, return_exceptions=True)
+        await self._flights.cancel_all()
         for gate in self._gates.values():
             if isinstance(gate, RedisGate):
                 await gate.aclose()
@@ -322,8 +318,8 @@ class Client:
         """
         return stream(
             queries,
-            lambda query: self._totals_future(query, format),
-            window=2 * self._max_concurrency,
+            lambda query: self._totals_led(query, format),
+            window=self._max_concurrency,
             on_progress=on_progress,
         )
 
@@ -338,7 +334,7 @@ class Client:
         return stream(
             queries,
             lambda query: self.compare_totals(query, *compared, format=format),
-            window=2 * self._max_concurrency,
+            window=self._max_concurrency,
             on_progress=on_progress,
         )
 
@@ -377,13 +373,21 @@ class Client:
     ) -> asyncio.Future[FunnelTotals]:
         # The range goes on in the shared call: callers sharing one request share one
         # report, as Close resolved it once for them all.
-        decode = totals_decoder(format)
-        return self._join(request, lambda body: _with_range(decode(body), period))
+        return self._join(request, totals_decoder(format, range=period))
 
-    def _totals_future(self, query: FunnelQuery, format: Format) -> asyncio.Future[FunnelTotals]:
-        """:meth:`funnel_totals` as the shared call's future: no task of its own per query."""
+    def _totals_led(self, query: FunnelQuery, format: Format) -> Awaitable[FunnelTotals]:
+        """
+        :meth:`funnel_totals` for a bulk run's worker: the call runs in the worker's own
+        task (see :meth:`SingleFlight.lead`), so a query costs no task of its own. Not a
+        coroutine itself: one frame fewer for every resumption of the worker.
+        """
         request = self._totals_request(query, None, format)
-        return self._fetch_totals(request, format, self._periods.period(query, None))
+        decode = totals_decoder(format, range=self._periods.period(query, None))
+        self._ensure_session()
+        work: Awaitable[FunnelTotals] = self._flights.lead(
+            (self._credentials.key_id, request.key), lambda: self._call(request, decode)
+        )
+        return work
 
     async def _list(self, path: str, cls: type[T]) -> list[T]:
         # Close pages lists (``_skip``/``_limit``, ``has_more``): follow every page, so a
@@ -542,11 +546,6 @@ def _closed_error(request: HttpRequest) -> ClientClosedError:
 
 def _system_clock() -> datetime:
     return datetime.now(UTC)
-
-
-def _with_range(totals: FunnelTotals, period: DateRange) -> FunnelTotals:
-    """*totals* saying which range it covered (the body Close sent does not)."""
-    return FunnelTotals(aggregations=totals.aggregations, data=totals.data, range=period)
 
 
 def _cancelling() -> bool:

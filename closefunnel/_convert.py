@@ -378,13 +378,18 @@ class _WirePlan:
     fields: tuple[tuple[str, Any, bool], ...]
 
 
-_WIRE_PLANS: dict[type, _WirePlan | None] = {}
+_WIRE_PLANS: dict[tuple[type, frozenset[str]], _WirePlan | None] = {}
+_NOTHING_GIVEN: Final[frozenset[str]] = frozenset()
 
 
-def _wire_plan(cls: type[Any]) -> _WirePlan | None:
-    """The msgspec plan for report class *cls*, or None when it has no row fields."""
+def _wire_plan(cls: type[Any], given: frozenset[str] = _NOTHING_GIVEN) -> _WirePlan | None:
+    """
+    The msgspec plan for report class *cls*, or None when it has no row fields. Fields
+    named in *given* are not read from the body (a key of that name is skipped like any
+    unknown one): the caller supplies them.
+    """
     try:
-        return _WIRE_PLANS[cls]
+        return _WIRE_PLANS[cls, given]
     except KeyError:
         pass
     plan: _WirePlan | None = None
@@ -392,6 +397,8 @@ def _wire_plan(cls: type[Any]) -> _WirePlan | None:
         wire: list[tuple[str, Any, Any]] = []
         fields: list[tuple[str, Any, bool]] = []
         for field in attrs.fields(attrs.resolve_types(cls)):
+            if field.name in given:
+                continue
             args = get_args(field.type)
             if get_origin(field.type) is tuple and len(args) == 2 and args[1] is Ellipsis:
                 row = _fast_row(args[0])
@@ -404,13 +411,18 @@ def _wire_plan(cls: type[Any]) -> _WirePlan | None:
         if not all(generic for _, _, generic in fields):
             struct = msgspec.defstruct(f"{cls.__name__}Wire", wire, kw_only=True)
             plan = _WirePlan(msgspec.json.Decoder(struct), tuple(fields))
-    _WIRE_PLANS[cls] = plan
+    _WIRE_PLANS[cls, given] = plan
     return plan
 
 
-def decode_fast(body: bytes | str, cls: type[T]) -> T | None:
-    """*body* as *cls* on the msgspec path, or None where the classic path must decide."""
-    plan = _wire_plan(cls)
+def decode_fast(
+    body: bytes | str, cls: type[T], *, given: Mapping[str, Any] | None = None
+) -> T | None:
+    """
+    *body* as *cls* on the msgspec path, or None where the classic path must decide.
+    *given* fields are set as given, never read from the body.
+    """
+    plan = _wire_plan(cls, frozenset(given) if given else _NOTHING_GIVEN)
     if plan is None:
         return None
     try:
@@ -419,14 +431,14 @@ def decode_fast(body: bytes | str, cls: type[T]) -> T | None:
             return None
         if not raw.isascii():  # msgspec skips unknown keys without checking their UTF-8
             raw.decode()
-        return _finish(plan, plan.decoder.decode(raw), cls)
+        return _finish(plan, plan.decoder.decode(raw), cls, given)
     except Exception:  # msgspec refused, or a generic field did not fit: ask the classic path
         return None
 
 
-def _finish(plan: _WirePlan, wire: Any, cls: type[T]) -> T:
+def _finish(plan: _WirePlan, wire: Any, cls: type[T], given: Mapping[str, Any] | None = None) -> T:
     """The report *cls* of msgspec's *wire* value: generic fields through the converter."""
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(given) if given else {}
     for name, type_, generic in plan.fields:
         value = getattr(wire, name)
         if value is not msgspec.UNSET:
@@ -448,15 +460,29 @@ def structure_fast(data: dict[str, Any], cls: type[T]) -> T | None:
         return None
 
 
-def decode_json(body: bytes | str, cls: type[T], *, strict: bool = False) -> T:
-    """Parse JSON *body* and structure it into *cls*; see :func:`decode`."""
-    if not strict and (fast := decode_fast(body, cls)) is not None:
+def decode_json(
+    body: bytes | str,
+    cls: type[T],
+    *,
+    strict: bool = False,
+    given: Mapping[str, Any] | None = None,
+) -> T:
+    """
+    Parse JSON *body* and structure it into *cls*; see :func:`decode`. Fields named in
+    *given* take its values, and keys of those names in the body are ignored (as
+    unknown keys are).
+    """
+    if not strict and (fast := decode_fast(body, cls, given=given)) is not None:
         return fast
     try:
         data = orjson.loads(body)
     except (orjson.JSONDecodeError, TypeError) as exc:
         raise ResponseDecodeError(f"response is not valid JSON: {exc}") from exc
-    return decode(data, cls, strict=strict)
+    if not given:
+        return decode(data, cls, strict=strict)
+    if isinstance(data, dict):
+        data = {key: value for key, value in data.items() if key not in given}
+    return attrs.evolve(decode(data, cls, strict=strict), **given)  # type: ignore[misc]
 
 
 # Up to 18 digits: every such int fits in 64 bits (a longer one is left to the converter

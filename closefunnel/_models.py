@@ -17,7 +17,6 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
-import orjson
 
 from closefunnel._convert import (
     CONVERTER,
@@ -247,22 +246,14 @@ def decode_totals_json(body: bytes | str, *, strict: bool = False) -> FunnelTota
     return _unique_users(decode_json(body, FunnelTotals, strict=strict))
 
 
-def decode_response_json(body: bytes) -> FunnelTotals:
+def decode_response_json(body: bytes, *, range: DateRange | None = None) -> FunnelTotals:
     """
-    A JSON report as Close answered it. ``range`` is closefunnel's own key (the range
-    the client resolved, which it sets after decoding): a top-level ``"range"`` in an
-    answer is Close's business, ignored like any other key it may add, never taken for
-    ours nor a reason to refuse the report.
+    A JSON report as Close answered it, covering *range* (the range the client
+    resolved: Close's body does not say it). ``range`` is closefunnel's own key: a
+    top-level ``"range"`` in an answer is Close's business, ignored like any other key
+    it may add, never taken for ours nor a reason to refuse the report.
     """
-    if b'"range"' in body:  # rare: only then is the body parsed twice
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            data = None
-        if isinstance(data, dict) and "range" in data:
-            del data["range"]
-            return _unique_users(decode(data, FunnelTotals))
-    return decode_totals_json(body)
+    return _unique_users(decode_json(body, FunnelTotals, given={"range": range}))
 
 
 def decode_totals_csv(text: str | bytes, *, strict: bool = False) -> FunnelTotals:

@@ -33,7 +33,7 @@ from closefunnel._errors import (
     ServerError,
 )
 from closefunnel._models import FunnelTotals, decode_response_json, decode_totals_csv
-from closefunnel._query import Compared, FunnelQuery, compared_fields
+from closefunnel._query import Compared, DateRange, FunnelQuery, compared_fields
 from closefunnel._ratelimit import (
     RateLimitInfo,
     header,
@@ -424,9 +424,18 @@ def error_for_status(
     return interpret(status, headers, body, now=now, decode=bytes).error
 
 
-def totals_decoder(format: Format) -> Callable[[bytes], FunnelTotals]:
-    """The body decoder of a funnel totals report in *format*."""
-    return decode_totals_csv if format == "csv" else decode_response_json
+def totals_decoder(
+    format: Format, *, range: DateRange | None = None
+) -> Callable[[bytes], FunnelTotals]:
+    """
+    The body decoder of a funnel totals report in *format*, saying it covers *range*
+    (what the client resolved: the body Close sends does not say).
+    """
+    if format == "csv":
+        if range is None:
+            return decode_totals_csv
+        return lambda body: attrs.evolve(decode_totals_csv(body), range=range)
+    return functools.partial(decode_response_json, range=range)
 
 
 def parse_totals_response(

@@ -17,6 +17,14 @@ rules are written once, here:
 Each caller holds a future of its own (:meth:`SingleFlight.join`), settled by the
 work's one done callback: no ``asyncio.shield`` and no task per caller, which is most
 of what sharing used to cost a request that nothing else was sharing.
+
+A caller that is a task of its own and would only await the work (a bulk run's worker)
+can :meth:`SingleFlight.lead` instead: with nothing in flight for the key it does the
+work itself, in its own task, with no task made for the work, and callers arriving
+meanwhile join it as above. If the leader is cancelled while others still wait, the
+work starts again for them as a task (the one case where sharing costs a second
+request: the leader's was cancelled with it), so a leader's cancellation never reaches
+the callers it was sharing with.
 """
 
 from __future__ import annotations
@@ -63,17 +71,25 @@ class _Waiter(asyncio.Future[V]):
 
 
 class _Flight(Generic[K, V]):
-    """One piece of shared work and the callers waiting on it."""
+    """
+    One piece of shared work and the callers waiting on it. The work runs in ``task``:
+    a task of its own, or the task of the caller that leads it (``leading``).
+    """
 
-    __slots__ = ("flights", "key", "last", "task", "waiters")
+    __slots__ = ("ended", "flights", "key", "last", "leading", "task", "waiters")
 
-    def __init__(self, flights: SingleFlight[K, V], key: K, task: asyncio.Task[V]) -> None:
+    def __init__(
+        self, flights: SingleFlight[K, V], key: K, task: asyncio.Task[Any], *, leading: bool
+    ) -> None:
         self.flights = flights
         self.key = key
         self.task = task
+        self.leading = leading
         self.waiters: dict[_Waiter[V], None] = {}  # ordered: settled in arrival order
         self.last: _Waiter[V] | None = None  # the last to leave, until the work has ended
-        task.add_done_callback(self._done)
+        self.ended: asyncio.Future[None] | None = None  # made only when someone waits
+        if not leading:
+            task.add_done_callback(self._done)
 
     def leave(self, waiter: _Waiter[V]) -> bool:
         """
@@ -81,8 +97,8 @@ class _Flight(Generic[K, V]):
         share is then cancelled once the work has ended.
         """
         self.waiters.pop(waiter, None)
-        if self.waiters or self.task.done():
-            return True
+        if self.waiters or self.leading or self.task.done():
+            return True  # others (or the leader) still want it
         self.task.cancel()
         self.last = waiter
         # Forget it now, not when it finishes: a caller arriving in between must start
@@ -90,29 +106,53 @@ class _Flight(Generic[K, V]):
         self.flights._forget(self)
         return False
 
+    def hand_over(self, work: Callable[[], Coroutine[Any, Any, V]]) -> None:
+        """The leader was cancelled: the work starts again as a task for those waiting."""
+        self.leading = False
+        if any(not waiter.done() for waiter in self.waiters):
+            self.task = asyncio.get_running_loop().create_task(work())
+            self.task.add_done_callback(self._done)
+            return
+        self.settle(cancelled=True)
+
     def _done(self, task: asyncio.Task[V]) -> None:
-        self.flights._forget(self)
         if self.last is not None:
             self.last.abandon()
-        waiters = [waiter for waiter in self.waiters if not waiter.done()]
+            self.last = None
+        if task.cancelled():
+            self.settle(cancelled=True)
+            return
+        error = task.exception()  # retrieved, so a failure nobody awaited is not logged
+        self.settle(None if error is not None else task.result(), error)
+
+    def settle(
+        self,
+        result: V | None = None,
+        error: BaseException | None = None,
+        *,
+        cancelled: bool = False,
+    ) -> None:
+        """The work ended: forget it, and give every caller still waiting its outcome."""
+        self.flights._forget(self)
+        self.leading = False
         # Each waiter points back here: dropping them breaks the cycle, so the flight
         # and the result it holds are freed now, not left to the cyclic collector
         # (which would walk every report held meanwhile, again and again).
-        self.waiters.clear()
-        self.last = None
-        if task.cancelled():
-            for waiter in waiters:
-                waiter.abandon()
-            return
-        error = task.exception()  # retrieved, so a failure nobody awaited is not logged
+        waiters, self.waiters = self.waiters, {}
         for waiter in waiters:
-            if error is not None:
+            if waiter.done():
+                continue
+            if cancelled:
+                waiter.abandon()
+            elif error is not None:
                 waiter.set_exception(error)
                 # A caller cancelled before it resumed never reads its share: the error
-                # is the work's, already retrieved above, so its copies are too.
+                # is the work's, already retrieved, so its copies are too.
                 waiter.exception()
             else:
-                waiter.set_result(task.result())
+                waiter.set_result(result)  # type: ignore[arg-type]  # V when no error
+        if self.ended is not None and not self.ended.done():
+            self.ended.set_result(None)
 
 
 class SingleFlight(Generic[K, V]):
@@ -144,7 +184,7 @@ class SingleFlight(Generic[K, V]):
         loop = asyncio.get_running_loop()
         flight = self._flights.get(key)
         if flight is None:
-            flight = _Flight(self, key, loop.create_task(work()))
+            flight = _Flight(self, key, loop.create_task(work()), leading=False)
             self._flights[key] = flight
         waiter: _Waiter[V] = _Waiter(loop=loop)
         waiter.flight = flight
@@ -152,9 +192,54 @@ class SingleFlight(Generic[K, V]):
         flight.waiters[waiter] = None
         return waiter
 
-    def tasks(self) -> list[asyncio.Task[V]]:
-        """The tasks of the work in flight now (for shutting down)."""
+    async def lead(self, key: K, work: Callable[[], Coroutine[Any, Any, V]]) -> V:
+        """
+        :meth:`run`, doing the work in the calling task itself when nothing for *key*
+        is in flight (see the module docstring): for a caller that would only await it.
+        """
+        task = asyncio.current_task()
+        if key in self._flights or task is None:
+            return await self.join(key, work)
+        flight = _Flight(self, key, task, leading=True)
+        self._flights[key] = flight
+        try:
+            result = await work()
+        except asyncio.CancelledError:
+            flight.hand_over(work)
+            raise
+        except Exception as exc:
+            flight.settle(error=exc)
+            raise
+        except BaseException:  # KeyboardInterrupt, SystemExit: nobody gets an answer
+            flight.settle(cancelled=True)
+            raise
+        flight.settle(result)
+        return result
+
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """
+        The tasks the work in flight now runs in: a task of its own, or the task of
+        the caller leading it.
+        """
         return [flight.task for flight in self._flights.values()]
+
+    async def cancel_all(self) -> None:
+        """
+        Cancel the work in flight now, and return once it has ended: in a task of its
+        own, or in the task of the caller leading it (which goes on with its own work).
+        """
+        flights = list(self._flights.values())
+        ended: list[asyncio.Future[Any]] = []
+        for flight in flights:
+            if flight.leading:
+                if flight.ended is None:
+                    flight.ended = asyncio.get_running_loop().create_future()
+                ended.append(flight.ended)
+            else:
+                ended.append(flight.task)
+            flight.task.cancel()
+        if ended:
+            await asyncio.gather(*ended, return_exceptions=True)
 
     def _forget(self, flight: _Flight[K, V]) -> None:
         if self._flights.get(flight.key) is flight:

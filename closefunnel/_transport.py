@@ -74,7 +74,8 @@ async def send(
     Send *request* once and read its answer with a cap; aiohttp's failures become our
     :class:`TransportError` / :class:`RequestTimeoutError`.
     """
-    started = time.monotonic()
+    debug = logger.isEnabledFor(logging.DEBUG)
+    started = time.monotonic() if debug else 0.0
     what = f"{request.method} {request.path}"
     # Each branch raises ``from None`` with a description of its own: aiohttp's
     # errors carry the request info, Authorization header included, and a chained
@@ -90,7 +91,10 @@ async def send(
         ) as response:
             status = response.status
             headers = response.headers
-            body = await read_capped(response, what, max_response_bytes=max_response_bytes)
+            if _framed_within(response, max_response_bytes):
+                body = await response.read()  # read_capped's first case, one frame fewer
+            else:
+                body = await read_capped(response, what, max_response_bytes=max_response_bytes)
     except TimeoutError:
         raise RequestTimeoutError(
             f"{what} took longer than {attempt_timeout.total:g}s (the per-attempt timeout)"
@@ -101,7 +105,7 @@ async def send(
         ) from None
     except aiohttp.ClientError as exc:
         raise TransportError(f"{what} failed: {_describe(exc)}") from None
-    if logger.isEnabledFor(logging.DEBUG):
+    if debug:
         logger.debug(
             "closefunnel.response: %s %s -> %d in %.3fs",
             request.method,
@@ -131,6 +135,8 @@ async def read_capped(
             f"{what}: the response announces {declared} bytes, more than "
             f"max_response_bytes={limit}; not read"
         )
+    if _framed_within(response, max_response_bytes):
+        return await response.read()
     chunks: list[bytes] = []
     size = 0
     content = response.content
@@ -150,6 +156,19 @@ async def read_capped(
             )
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _framed_within(response: aiohttp.ClientResponse, max_response_bytes: int) -> bool:
+    """
+    Whether *response* is a 2xx framed by its Content-Length alone, within the cap, and
+    not decompressed (a small gzip body can inflate without end): aiohttp then reads
+    exactly that many bytes, so one ``read()`` is as bounded as the capped loop.
+    """
+    declared = response.content_length
+    if declared is None or declared > max_response_bytes or not 200 <= response.status < 300:
+        return False
+    headers = response.headers
+    return "Content-Encoding" not in headers and "Transfer-Encoding" not in headers
 
 
 def _describe(exc: aiohttp.ClientError) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -277,6 +278,69 @@ async def test_cancelled_bulk_run_leaves_the_client_usable(start_emulator: Emula
         assert snapshot.waiting == 0
         done = [item async for item in client.totals_many(queries[:4])]
     assert all(item.ok for item in done)
+
+
+async def test_a_busy_consumer_leaves_the_others_running_with_a_bounded_buffer(
+    demo_emulator: Emulator,
+) -> None:
+    """While the caller holds one item, the next queries start as others end (not when
+    it asks for more): max_concurrency run, a worker draws its next query only while
+    fewer than max_concurrency ended ones wait, and none of them queues at the gate."""
+    async with cf.Client(
+        api_key=demo_emulator.api_key, base_url=demo_emulator.base_url, max_concurrency=2
+    ) as client:
+        queries = await _pipeline_queries(client, 12)
+        drawn = 0
+
+        def counted() -> Iterator[cf.FunnelQuery]:
+            nonlocal drawn
+            for query in queries:
+                drawn += 1
+                yield query
+
+        demo_emulator.clear_log()
+        items = []
+        async for item in client.totals_many(counted()):
+            items.append(item)
+            if len(items) == 1:
+                # Held by us: q2 and q3 run. q2 ends and q4 starts (one item waits);
+                # q3 ends (two wait: no more is drawn); q4 ends. Four drawn, three wait.
+                for _ in range(500):
+                    if len([e for e in demo_emulator.log if e.path == TOTALS]) >= 4:
+                        break
+                    await asyncio.sleep(0.01)
+                for _ in range(20):  # let every answer in flight land
+                    await asyncio.sleep(0.01)
+                assert drawn == 4
+                assert client.gate_snapshots()["POST report/funnel"].waiting == 0
+        assert [item.error for item in items if not item.ok] == []
+        assert sorted(map(id, (item.query for item in items))) == sorted(map(id, queries))
+
+
+async def test_an_iterable_failing_between_items_is_raised(demo_emulator: Emulator) -> None:
+    """The iterable is drawn as queries end (inside the loop's callbacks): its own error
+    still reaches the caller, after what ended before it, and nothing is left running."""
+    async with cf.Client(
+        api_key=demo_emulator.api_key, base_url=demo_emulator.base_url, max_concurrency=2
+    ) as client:
+        queries = await _pipeline_queries(client, 6)
+
+        def failing() -> Iterator[cf.FunnelQuery]:
+            yield from queries[:3]
+            raise LookupError("the query source broke")
+
+        got: list[cf.BulkItem[cf.FunnelTotals]] = []
+
+        async def drain() -> None:
+            async for item in client.totals_many(failing()):
+                got.append(item)
+
+        with pytest.raises(LookupError, match="source broke"):
+            await drain()
+        snapshot = client.gate_snapshots()["POST report/funnel"]
+        assert (snapshot.in_flight, snapshot.waiting) == (0, 0)
+        assert len(got) <= 3
+        assert all(item.ok for item in got)
 
 
 @pytest.mark.slow

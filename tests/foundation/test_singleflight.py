@@ -200,3 +200,144 @@ async def test_a_finished_flight_is_freed_at_once() -> None:
         assert ref() is None
     finally:
         gc.enable()
+
+
+# -- a caller leading the work in its own task (bulk workers) ------------------------------
+
+
+async def test_a_leader_does_the_work_in_its_own_task_and_shares_it() -> None:
+    """lead(): no task made for the work; callers arriving meanwhile join it."""
+    flights: SingleFlight[str, str] = SingleFlight()
+    release = asyncio.Event()
+    ran_in: list[asyncio.Task[object] | None] = []
+
+    async def work() -> str:
+        ran_in.append(asyncio.current_task())
+        await release.wait()
+        return "value"
+
+    leader = asyncio.create_task(flights.lead("k", work))
+    await asyncio.sleep(0)
+    joiners = [asyncio.create_task(flights.run("k", work)) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert flights.tasks() == [leader]
+    release.set()
+    assert await asyncio.gather(leader, *joiners) == ["value"] * 4
+    assert ran_in == [leader]
+    assert len(flights) == 0
+
+
+async def test_a_cancelled_leader_hands_the_work_to_those_still_waiting() -> None:
+    """The leader's cancellation is its own: the others get an answer, from the work
+    started again for them (the one case that costs a second run), and the key is
+    free once it ends."""
+    flights: SingleFlight[str, int] = SingleFlight()
+    runs = 0
+    release = asyncio.Event()
+
+    async def work() -> int:
+        nonlocal runs
+        runs += 1
+        await release.wait()
+        return runs
+
+    leader = asyncio.create_task(flights.lead("k", work))
+    await asyncio.sleep(0)
+    joiner = asyncio.create_task(flights.run("k", work))
+    await asyncio.sleep(0)
+    leader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert "k" in flights
+    release.set()
+    assert await joiner == 2
+    assert runs == 2
+    assert len(flights) == 0
+
+
+async def test_a_cancelled_leader_alone_cancels_the_work_and_frees_the_key() -> None:
+    flights: SingleFlight[str, str] = SingleFlight()
+    cancelled = asyncio.Event()
+
+    async def work() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    leader = asyncio.create_task(flights.lead("k", work))
+    await asyncio.sleep(0)
+    leader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert cancelled.is_set()
+    assert len(flights) == 0
+
+
+async def test_a_joiner_leaving_a_led_flight_leaves_the_work_to_the_leader() -> None:
+    flights: SingleFlight[str, str] = SingleFlight()
+    release = asyncio.Event()
+
+    async def work() -> str:
+        await release.wait()
+        return "value"
+
+    leader = asyncio.create_task(flights.lead("k", work))
+    await asyncio.sleep(0)
+    joiner = asyncio.create_task(flights.run("k", work))
+    await asyncio.sleep(0)
+    joiner.cancel()
+    async with asyncio.timeout(5):  # a joiner treated as the last one would never end
+        with pytest.raises(asyncio.CancelledError):
+            await joiner
+        release.set()
+        assert await leader == "value"
+
+
+async def test_a_leaders_failure_reaches_every_joiner(caplog: pytest.LogCaptureFixture) -> None:
+    flights: SingleFlight[str, str] = SingleFlight()
+    release = asyncio.Event()
+
+    async def work() -> str:
+        await release.wait()
+        raise LookupError("boom")
+
+    leader = asyncio.create_task(flights.lead("k", work))
+    await asyncio.sleep(0)
+    joiners = [asyncio.create_task(flights.run("k", work)) for _ in range(2)]
+    await asyncio.sleep(0)
+    release.set()
+    results = await asyncio.gather(leader, *joiners, return_exceptions=True)
+    assert [type(result) for result in results] == [LookupError] * 3
+    assert len(flights) == 0
+    gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+async def test_cancel_all_ends_led_work_and_the_leader_goes_on() -> None:
+    """Shutting down cancels led work too, and returns once it has ended; the leader's
+    task itself decides what the cancellation means for it (the client's say 'closed')."""
+    flights: SingleFlight[str, str] = SingleFlight()
+    after: list[str] = []
+
+    async def work() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0)  # winding down takes a turn of the loop
+            raise LookupError("closed") from None
+        return "never"
+
+    async def leader() -> None:
+        with pytest.raises(LookupError):
+            await flights.lead("k", work)
+        after.append("went on")
+
+    task = asyncio.create_task(leader())
+    await asyncio.sleep(0)
+    await flights.cancel_all()
+    assert len(flights) == 0
+    await task
+    assert after == ["went on"]

@@ -47,6 +47,31 @@ async def _announces_800_mb(_: Request, writer: asyncio.StreamWriter) -> None:
         await writer.drain()
 
 
+async def _chunked_under_a_small_length(request: Request, writer: asyncio.StreamWriter) -> None:
+    # A small Content-Length beside chunked framing: the length must not be trusted.
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b" " * 65536
+    while True:
+        writer.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        await writer.drain()
+
+
+async def test_a_small_length_beside_chunked_framing_is_not_trusted() -> None:
+    """Only a body framed by its Content-Length alone is read in one go: with chunked
+    framing too, the cap still applies (or aiohttp refuses the message outright)."""
+    async with (
+        Hostile(_chunked_under_a_small_length) as server,
+        cf.Client(
+            api_key="api_x.secret", base_url=server.base_url, retry=FAST, max_response_bytes=2**20
+        ) as client,
+    ):
+        with pytest.raises((cf.ResponseTooLargeError, cf.TransportError)):
+            await client.funnel_totals(QUERY)
+
+
 @pytest.mark.parametrize("handler", [_endless_chunked, _endless_unframed, _announces_800_mb])
 async def test_an_endless_or_huge_200_stops_at_the_cap(handler: object) -> None:
     """Past max_response_bytes: ResponseTooLargeError, one request, the connection closed."""
