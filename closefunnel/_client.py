@@ -20,7 +20,7 @@ import logging
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import aiohttp
@@ -165,9 +165,7 @@ class Client:
         self._redis_health = RedisHealth()
         self._gates: dict[str, Gate] = {}
         self._flights: SingleFlight[tuple[Any, ...], Any] = SingleFlight()
-        self._periods = PeriodResolver(
-            clock=options.clock or _system_clock, tz_offset=options.tz_offset
-        )
+        self._periods = PeriodResolver(clock=options.clock, tz_offset=options.tz_offset)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -542,10 +540,6 @@ def _closed_error(request: HttpRequest) -> ClientClosedError:
         f"{request.method} {request.path} did not finish: the closefunnel Client was closed "
         "while it was in flight"
     )
-
-
-def _system_clock() -> datetime:
-    return datetime.now(UTC)
 
 
 def _cancelling() -> bool:

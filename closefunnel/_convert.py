@@ -26,6 +26,7 @@ from typing import Any, Final, TypeVar, get_args, get_origin
 import attrs
 import cattrs
 import msgspec
+import msgspec.structs
 import orjson
 from cattrs.cols import homogenous_tuple_structure_factory, list_structure_factory
 from cattrs.preconf.orjson import OrjsonConverter
@@ -376,6 +377,8 @@ class _WirePlan:
     #: (name, type, generic): a generic field is decoded to plain JSON values by msgspec
     #: and structured by the converter; a row field arrives as the finished value.
     fields: tuple[tuple[str, Any, bool], ...]
+    #: Every field a required row field: msgspec's value is the keyword arguments as is.
+    rows_only: bool = False
 
 
 _WIRE_PLANS: dict[tuple[type, frozenset[str]], _WirePlan | None] = {}
@@ -410,7 +413,11 @@ def _wire_plan(cls: type[Any], given: frozenset[str] = _NOTHING_GIVEN) -> _WireP
             fields.append((field.name, field.type, not row))
         if not all(generic for _, _, generic in fields):
             struct = msgspec.defstruct(f"{cls.__name__}Wire", wire, kw_only=True)
-            plan = _WirePlan(msgspec.json.Decoder(struct), tuple(fields))
+            rows_only = all(
+                not generic and default is msgspec.NODEFAULT
+                for (_, _, generic), (_, _, default) in zip(fields, wire, strict=True)
+            )
+            plan = _WirePlan(msgspec.json.Decoder(struct), tuple(fields), rows_only)
     _WIRE_PLANS[cls, given] = plan
     return plan
 
@@ -438,7 +445,12 @@ def decode_fast(
 
 def _finish(plan: _WirePlan, wire: Any, cls: type[T], given: Mapping[str, Any] | None = None) -> T:
     """The report *cls* of msgspec's *wire* value: generic fields through the converter."""
-    kwargs: dict[str, Any] = dict(given) if given else {}
+    if plan.rows_only:
+        kwargs = msgspec.structs.asdict(wire)
+        if given:
+            kwargs.update(given)
+        return cls(**kwargs)
+    kwargs = dict(given) if given else {}
     for name, type_, generic in plan.fields:
         value = getattr(wire, name)
         if value is not msgspec.UNSET:

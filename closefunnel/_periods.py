@@ -15,6 +15,7 @@ holds nothing older, and nothing later has happened yet.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Final
@@ -142,14 +143,20 @@ class PeriodResolver:
 
     __slots__ = ("_cache", "_clock", "_zone")
 
-    def __init__(self, *, clock: Callable[[], datetime], tz_offset: float | None) -> None:
-        self._clock = clock
+    def __init__(
+        self, *, clock: Callable[[], datetime] | None = None, tz_offset: float | None
+    ) -> None:
+        self._clock = clock  # None: the system clock, read as time.time() until a miss
         self._zone = zone_of(tz_offset)
-        # At most one entry per relative name: (period, valid from, valid until).
-        self._cache: dict[str, tuple[DateRange, datetime, datetime]] = {}
+        # At most one entry per relative name: (period, valid from, valid until), the
+        # bounds as POSIX timestamps (a float comparison per report, not two of aware
+        # datetimes).
+        self._cache: dict[str, tuple[DateRange, float, float]] = {}
 
     def now(self) -> datetime:
         """The clock's time, checked to be timezone-aware."""
+        if self._clock is None:
+            return datetime.now(UTC)
         now: object = self._clock()
         if not isinstance(now, datetime) or now.utcoffset() is None:
             raise InvalidQueryError(
@@ -161,18 +168,32 @@ class PeriodResolver:
 
     def period(self, query: FunnelQuery, compared: Compared | None) -> DateRange:
         """The range the report of *query* (and *compared*) covers, as of now."""
-        _, base = paired_range(query)
-        spec = base if compared is None else compared
+        if compared is None:
+            spec = query.cohort_range if query.type == "created-cohort" else query.report_range
+        else:
+            spec = compared
         if isinstance(spec, DateRange):
             return spec
-        now = self.now()
+        assert spec is not None  # guaranteed by FunnelQuery's validation
         if spec in _SAME_DAYS_SHIFT or spec == "all-time":  # no calendar day to remember
-            return report_period(query, compared, now=now, zone=self._zone)
+            return report_period(query, compared, now=self.now(), zone=self._zone)
         hit = self._cache.get(spec)
-        if hit is not None and hit[1] <= now < hit[2]:
-            return hit[0]
+        if self._clock is None:
+            timestamp = time.time()
+            if hit is not None and hit[1] <= timestamp < hit[2]:
+                return hit[0]
+            now = datetime.fromtimestamp(timestamp, UTC)
+        else:
+            now = self.now()
+            timestamp = now.timestamp()
+            if hit is not None and hit[1] <= timestamp < hit[2]:
+                return hit[0]
         period = resolve_range(spec, now=now, zone=self._zone)
         local = now.astimezone(self._zone)
         midnight = datetime(local.year, local.month, local.day, tzinfo=self._zone)
-        self._cache[spec] = (period, midnight, midnight + timedelta(days=1))
+        self._cache[spec] = (
+            period,
+            midnight.timestamp(),
+            (midnight + timedelta(days=1)).timestamp(),
+        )
         return period

@@ -97,6 +97,20 @@ def test_the_resolver_forgets_a_day_at_midnight_either_way() -> None:
     )
 
 
+@pytest.mark.parametrize("tz", [None, -7.0, 5.5])
+def test_the_system_clock_resolver_agrees_with_resolve_range(tz: float | None) -> None:
+    """Without a clock of its own, the resolver reads time.time() (no datetime per
+    report) and still answers what resolve_range says of now, memo hit or not."""
+    resolver = PeriodResolver(tz_offset=tz)
+    for name in ("today", "this-week", "last-month", "this-quarter", "last-year"):
+        query = cf.FunnelQuery(pipeline="pipe_x", report_range=name)
+        before = resolve_range(name, now=datetime.now(UTC), zone=zone_of(tz))
+        first, again = resolver.period(query, None), resolver.period(query, None)
+        after = resolve_range(name, now=datetime.now(UTC), zone=zone_of(tz))
+        assert first == again
+        assert first in (before, after)  # the day may turn between the two readings
+
+
 def test_a_clock_that_is_not_aware_is_refused() -> None:
     with pytest.raises(cf.InvalidQueryError, match="clock"):
         cf.Client(api_key="api_x.y", clock="now")  # type: ignore[arg-type]
