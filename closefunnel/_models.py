@@ -23,6 +23,7 @@ from closefunnel._convert import (
     csv_as_json,
     csv_records,
     csv_text_as_json,
+    csv_text_rows,
     decode,
     decode_fast,
     decode_json,
@@ -271,6 +272,9 @@ def decode_totals_csv(text: str | bytes, *, strict: bool = False) -> FunnelTotal
         with contextlib.suppress(UnicodeDecodeError):  # if not UTF-8, read_csv_table says so
             text = text.decode("utf-8-sig")
     if not strict and isinstance(text, str):  # an unquoted clean report, without csv.reader
+        lines = csv_text_rows(text, UserFunnelMetrics, text_column="user_id")
+        if lines is not None:
+            return _unique_users(FunnelTotals(aggregations=None, data=lines))
         rows = csv_text_as_json(text, CSV_COLUMNS, text_columns=_CSV_TEXT)
         fast = None if rows is None else decode_fast(_CSV_REPORT % rows, FunnelTotals)
         if fast is not None:

@@ -18,12 +18,13 @@ from closefunnel._convert import (
     _csv_cell,
     csv_as_json,
     csv_text_as_json,
+    csv_text_rows,
     decode,
     decode_fast,
     read_csv_records,
     read_csv_table,
 )
-from closefunnel._models import CSV_COLUMNS, _unique_users, decode_totals_csv
+from closefunnel._models import CSV_COLUMNS, UserFunnelMetrics, _unique_users, decode_totals_csv
 
 
 def _classic(text: str) -> FunnelTotals:
@@ -112,6 +113,70 @@ def test_a_clean_report_takes_the_json_path() -> None:
     assert fast is not None
     assert fast == decode_totals_csv(text) == _classic(text)
     assert [type(row.count_win_rate) for row in fast.data] == [float, int]
+
+
+def test_a_clean_report_takes_the_row_path_in_any_metric_order() -> None:
+    """Close's own CSV (user_id first, the ten metrics) is read a line per JSON array;
+    the metric columns may come in any order."""
+    metrics = list(METRIC_NAMES)
+    odd = {"average_time_to_win": "", "count_win_rate": "0.5", "sales_velocity": "1e5"}
+    odd |= {"value_win_rate": "-0.0", "count": "-0"}
+    for order in (metrics, metrics[::-1]):
+        lines = [",".join(["user_id", *order])]
+        lines.append("u0," + ",".join(str(n) for n, _ in enumerate(order)))
+        lines.append("u1," + ",".join(odd.get(name, "12") for name in order))
+        text = "\r\n".join(lines) + "\r\n"
+        rows = csv_text_rows(text, UserFunnelMetrics, text_column="user_id")
+        assert rows is not None
+        assert rows == decode_totals_csv(text).data == _classic(text).data
+
+
+_bare_cell = st.one_of(
+    st.integers(-(10**20), 10**20).map(str),
+    st.floats(allow_nan=False).map(repr),
+    st.sampled_from(["", "007", "1.", ".5", "-0", "1e400", "2.0", "1_000", "x", "inf", "-"]),
+    st.sampled_from(["+5", "1E5", "null", "true", "[]", "1}", "{}", "[1]", "-0.0", "5e-324"]),
+    st.sampled_from([" 5", "5\t", "\x0b5", "\u00a05", "0.1234567890123456789", "1e", "0x10"]),
+)
+
+
+_clean_cell = st.one_of(st.integers(-(10**6), 10**6).map(str), st.just("0"))
+
+
+@st.composite
+def _bare_row(draw: st.DrawFn) -> list[str]:
+    """Ten cells, clean (ints fit every metric) but for at most one hostile one."""
+    cells = draw(st.lists(_clean_cell, min_size=10, max_size=10))
+    if draw(st.booleans()):
+        cells[draw(st.integers(0, 9))] = draw(_bare_cell)
+    return cells
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(_bare_row(), max_size=4),
+    ids=st.lists(
+        st.sampled_from(["a", " b", "c ", "=d", "1", "", "null", "u\\1", "\x01", "é"]),
+        min_size=4,
+        max_size=4,
+    ),
+    reverse=st.booleans(),
+)
+def test_the_row_path_reads_unquoted_cells_as_the_cell_reader(
+    rows: list[list[str]], ids: list[str], reverse: bool
+) -> None:
+    """Texts as a server may send them, unquoted: the row path either steps aside or
+    reads exactly what the cell-at-a-time reader and the converter read."""
+    metrics = list(METRIC_NAMES)[::-1] if reverse else list(METRIC_NAMES)
+    lines = [",".join(["user_id", *metrics])]
+    lines += [",".join([user_id, *cells]) for user_id, cells in zip(ids, rows, strict=False)]
+    text = "\r\n".join(lines) + "\r\n"
+    expected = _outcome(_classic, text)
+    assert _outcome(decode_totals_csv, text) == expected
+    fast = csv_text_rows(text, UserFunnelMetrics, text_column="user_id")
+    if fast is not None:  # then only the check for a repeated user_id is left to make
+        made = FunnelTotals(aggregations=None, data=fast)
+        assert _outcome(lambda _: _unique_users(made), text) == expected
 
 
 def _records_path(text: str | bytes) -> FunnelTotals:
