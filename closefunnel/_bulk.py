@@ -3,9 +3,9 @@ The bulk scheduler: many calls at once, as a group or as a stream.
 
 :func:`all_or_first_error` backs ``compare_totals`` (a base report and its compared
 ranges succeed together or fail with the first error); :func:`stream` backs
-``totals_many``/``compare_many`` (each query's outcome yielded as it completes, a
-bounded window of queries in flight, drawn lazily from any iterable). Both cancel and
-await what they started before returning, so nothing outlives the call.
+``totals_many``/``compare_many`` (each query's outcome yielded as it completes, a fixed
+number of workers drawing queries lazily from any iterable). Both cancel and await what
+they started before returning, so nothing outlives the call.
 """
 
 from __future__ import annotations
