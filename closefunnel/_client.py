@@ -54,7 +54,7 @@ from closefunnel._sansio import (
     totals_decoder,
 )
 from closefunnel._singleflight import SingleFlight
-from closefunnel._transport import PoolSnapshot, Response, TrackedConnector, send
+from closefunnel._transport import PoolSnapshot, TrackedConnector, send
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -438,14 +438,7 @@ class Client:
                 # which is shorter than the deadline: no deadline timer to arm for it.
                 # A retry goes on under the deadline that began at *started*.
                 try:
-                    # _exchange, inlined: one coroutine frame fewer on the path most
-                    # requests take (every await below resumes each frame above it).
-                    try:
-                        response = await self._send(request)
-                    except BaseException:
-                        permit.release()
-                        raise
-                    return self._conclude(permit, response, decode)
+                    return await self._exchange(permit, request, decode)
                 except Exception as exc:
                     if not is_retryable(exc, self._retry):
                         raise
@@ -505,27 +498,14 @@ class Client:
     async def _exchange(
         self, permit: GatePermit, request: HttpRequest, decode: Callable[[bytes], T]
     ) -> T:
-        """One attempt with a permit in hand: send, then :meth:`_conclude`."""
+        """One attempt with a permit in hand: send, interpret once, teach the gate."""
         try:
-            response = await self._send(request)
-        except BaseException:
-            permit.release()
-            raise
-        return self._conclude(permit, response, decode)
-
-    def _send(self, request: HttpRequest) -> Awaitable[Response]:
-        return send(
-            self._ensure_session(),
-            request,
-            attempt_timeout=self._timeout,
-            max_response_bytes=self._max_response_bytes,
-        )
-
-    def _conclude(self, permit: GatePermit, response: Response, decode: Callable[[bytes], T]) -> T:
-        """The answer to a permit's attempt: interpret it once, teach the gate, give the
-        permit back, and return its value or raise its error."""
-        try:
-            status, headers, body = response
+            status, headers, body = await send(
+                self._ensure_session(),
+                request,
+                attempt_timeout=self._timeout,
+                max_response_bytes=self._max_response_bytes,
+            )
             outcome = interpret(status, headers, body, now=time.time(), decode=decode)
             permit.observe(status, outcome.ratelimit, pause=outcome.pause)
         finally:

@@ -205,25 +205,39 @@ async def test_a_finished_flight_is_freed_at_once() -> None:
 # -- a caller leading the work in its own task (bulk workers) ------------------------------
 
 
+class _Gated:
+    """Work that counts its runs and answers *value* (else its run count) once released."""
+
+    def __init__(self, value: object = None) -> None:
+        self.runs = 0
+        self.release = asyncio.Event()
+        self.value = value
+        self.ran_in: list[asyncio.Task[object] | None] = []
+        self.cancelled = asyncio.Event()
+
+    async def __call__(self) -> object:
+        self.runs += 1
+        self.ran_in.append(asyncio.current_task())
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return self.runs if self.value is None else self.value
+
+
 async def test_a_leader_does_the_work_in_its_own_task_and_shares_it() -> None:
     """lead(): no task made for the work; callers arriving meanwhile join it."""
-    flights: SingleFlight[str, str] = SingleFlight()
-    release = asyncio.Event()
-    ran_in: list[asyncio.Task[object] | None] = []
-
-    async def work() -> str:
-        ran_in.append(asyncio.current_task())
-        await release.wait()
-        return "value"
-
+    flights: SingleFlight[str, object] = SingleFlight()
+    work = _Gated("value")
     leader = asyncio.create_task(flights.lead("k", work))
     await asyncio.sleep(0)
     joiners = [asyncio.create_task(flights.run("k", work)) for _ in range(3)]
     await asyncio.sleep(0)
     assert flights.tasks() == [leader]
-    release.set()
+    work.release.set()
     assert await asyncio.gather(leader, *joiners) == ["value"] * 4
-    assert ran_in == [leader]
+    assert work.ran_in == [leader]
     assert len(flights) == 0
 
 
@@ -231,16 +245,8 @@ async def test_a_cancelled_leader_hands_the_work_to_those_still_waiting() -> Non
     """The leader's cancellation is its own: the others get an answer, from the work
     started again for them (the one case that costs a second run), and the key is
     free once it ends."""
-    flights: SingleFlight[str, int] = SingleFlight()
-    runs = 0
-    release = asyncio.Event()
-
-    async def work() -> int:
-        nonlocal runs
-        runs += 1
-        await release.wait()
-        return runs
-
+    flights: SingleFlight[str, object] = SingleFlight()
+    work = _Gated()
     leader = asyncio.create_task(flights.lead("k", work))
     await asyncio.sleep(0)
     joiner = asyncio.create_task(flights.run("k", work))
@@ -249,41 +255,27 @@ async def test_a_cancelled_leader_hands_the_work_to_those_still_waiting() -> Non
     with pytest.raises(asyncio.CancelledError):
         await leader
     assert "k" in flights
-    release.set()
+    work.release.set()
     assert await joiner == 2
-    assert runs == 2
+    assert work.runs == 2
     assert len(flights) == 0
 
 
 async def test_a_cancelled_leader_alone_cancels_the_work_and_frees_the_key() -> None:
-    flights: SingleFlight[str, str] = SingleFlight()
-    cancelled = asyncio.Event()
-
-    async def work() -> str:
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return "never"
-
+    flights: SingleFlight[str, object] = SingleFlight()
+    work = _Gated()
     leader = asyncio.create_task(flights.lead("k", work))
     await asyncio.sleep(0)
     leader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await leader
-    assert cancelled.is_set()
+    assert work.cancelled.is_set()
     assert len(flights) == 0
 
 
 async def test_a_joiner_leaving_a_led_flight_leaves_the_work_to_the_leader() -> None:
-    flights: SingleFlight[str, str] = SingleFlight()
-    release = asyncio.Event()
-
-    async def work() -> str:
-        await release.wait()
-        return "value"
-
+    flights: SingleFlight[str, object] = SingleFlight()
+    work = _Gated("value")
     leader = asyncio.create_task(flights.lead("k", work))
     await asyncio.sleep(0)
     joiner = asyncio.create_task(flights.run("k", work))
@@ -292,7 +284,7 @@ async def test_a_joiner_leaving_a_led_flight_leaves_the_work_to_the_leader() -> 
     async with asyncio.timeout(5):  # a joiner treated as the last one would never end
         with pytest.raises(asyncio.CancelledError):
             await joiner
-        release.set()
+        work.release.set()
         assert await leader == "value"
 
 
