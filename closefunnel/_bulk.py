@@ -187,6 +187,14 @@ class _Stream(Generic[R]):
                 except Exception as exc:  # a bug: the caller's to see, the run ends
                     self._fail(exc)
                     return
+                except asyncio.CancelledError as exc:
+                    task = asyncio.current_task()
+                    if task is None or task.cancelling():
+                        raise  # the stream's own: it is closing
+                    # The call was cancelled by someone else (a shared future its owner
+                    # cancelled): the query has no answer, and the caller must hear so.
+                    self._fail(exc)
+                    return
                 self.ready.append(item)
                 self._wake()
         finally:

@@ -107,9 +107,12 @@ class _Flight(Generic[K, V]):
         return False
 
     def hand_over(self, work: Callable[[], Coroutine[Any, Any, V]]) -> None:
-        """The leader was cancelled: the work starts again as a task for those waiting."""
+        """
+        The leader was cancelled: the work starts again as a task for those waiting,
+        unless everything is being cancelled (:meth:`SingleFlight.cancel_all`).
+        """
         self.leading = False
-        if any(not waiter.done() for waiter in self.waiters):
+        if not self.flights._cancelling and any(not waiter.done() for waiter in self.waiters):
             self.task = asyncio.get_running_loop().create_task(work())
             self.task.add_done_callback(self._done)
             return
@@ -160,6 +163,7 @@ class SingleFlight(Generic[K, V]):
 
     def __init__(self) -> None:
         self._flights: dict[K, _Flight[K, V]] = {}
+        self._cancelling = False  # in cancel_all: a cancelled leader hands nothing over
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -238,8 +242,13 @@ class SingleFlight(Generic[K, V]):
             else:
                 ended.append(flight.task)
             flight.task.cancel()
-        if ended:
+        if not ended:
+            return
+        self._cancelling = True
+        try:
             await asyncio.gather(*ended, return_exceptions=True)
+        finally:
+            self._cancelling = False
 
     def _forget(self, flight: _Flight[K, V]) -> None:
         if self._flights.get(flight.key) is flight:

@@ -333,3 +333,20 @@ async def test_cancel_all_ends_led_work_and_the_leader_goes_on() -> None:
     assert len(flights) == 0
     await task
     assert after == ["went on"]
+
+
+async def test_cancel_all_hands_nothing_over_and_ends_the_joiners_too() -> None:
+    """Shutting down is not a leader leaving: the work is not started again for its
+    joiners (cancel_all would wait on that new run), they end cancelled with it."""
+    flights: SingleFlight[str, object] = SingleFlight()
+    work = _Gated()
+    leader = asyncio.create_task(flights.lead("k", work))
+    await asyncio.sleep(0)
+    joiner = asyncio.create_task(flights.run("k", work))
+    await asyncio.sleep(0)
+    async with asyncio.timeout(5):
+        await flights.cancel_all()
+        results = await asyncio.gather(leader, joiner, return_exceptions=True)
+    assert [type(result) for result in results] == [asyncio.CancelledError] * 2
+    assert work.runs == 1
+    assert len(flights) == 0
