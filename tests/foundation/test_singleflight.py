@@ -226,6 +226,17 @@ class _Gated:
         return self.runs if self.value is None else self.value
 
 
+async def _led_and_joined(
+    flights: SingleFlight[str, object], work: _Gated
+) -> tuple[asyncio.Task[object], asyncio.Task[object]]:
+    """A caller leading *work* under "k", and one that joined it: both waiting."""
+    leader = asyncio.create_task(flights.lead("k", work))
+    await asyncio.sleep(0)
+    joiner = asyncio.create_task(flights.run("k", work))
+    await asyncio.sleep(0)
+    return leader, joiner
+
+
 async def test_a_leader_does_the_work_in_its_own_task_and_shares_it() -> None:
     """lead(): no task made for the work; callers arriving meanwhile join it."""
     flights: SingleFlight[str, object] = SingleFlight()
@@ -247,10 +258,7 @@ async def test_a_cancelled_leader_hands_the_work_to_those_still_waiting() -> Non
     free once it ends."""
     flights: SingleFlight[str, object] = SingleFlight()
     work = _Gated()
-    leader = asyncio.create_task(flights.lead("k", work))
-    await asyncio.sleep(0)
-    joiner = asyncio.create_task(flights.run("k", work))
-    await asyncio.sleep(0)
+    leader, joiner = await _led_and_joined(flights, work)
     leader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await leader
@@ -276,10 +284,7 @@ async def test_a_cancelled_leader_alone_cancels_the_work_and_frees_the_key() -> 
 async def test_a_joiner_leaving_a_led_flight_leaves_the_work_to_the_leader() -> None:
     flights: SingleFlight[str, object] = SingleFlight()
     work = _Gated("value")
-    leader = asyncio.create_task(flights.lead("k", work))
-    await asyncio.sleep(0)
-    joiner = asyncio.create_task(flights.run("k", work))
-    await asyncio.sleep(0)
+    leader, joiner = await _led_and_joined(flights, work)
     joiner.cancel()
     async with asyncio.timeout(5):  # a joiner treated as the last one would never end
         with pytest.raises(asyncio.CancelledError):
@@ -340,10 +345,7 @@ async def test_cancel_all_hands_nothing_over_and_ends_the_joiners_too() -> None:
     joiners (cancel_all would wait on that new run), they end cancelled with it."""
     flights: SingleFlight[str, object] = SingleFlight()
     work = _Gated()
-    leader = asyncio.create_task(flights.lead("k", work))
-    await asyncio.sleep(0)
-    joiner = asyncio.create_task(flights.run("k", work))
-    await asyncio.sleep(0)
+    leader, joiner = await _led_and_joined(flights, work)
     async with asyncio.timeout(5):
         await flights.cancel_all()
         results = await asyncio.gather(leader, joiner, return_exceptions=True)
