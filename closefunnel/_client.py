@@ -383,7 +383,7 @@ class Client:
         decode = totals_decoder(format, range=self._periods.period(query, None))
         self._ensure_session()
         work: Awaitable[FunnelTotals] = self._flights.lead(
-            (self._credentials.key_id, request.key), lambda: self._call(request, decode)
+            self._flight_key(request), lambda: self._call(request, decode)
         )
         return work
 
@@ -409,14 +409,17 @@ class Client:
     def _join(self, request: HttpRequest, decode: Callable[[bytes], T]) -> asyncio.Future[T]:
         """The shared call of *request* as a future; cancelling it leaves the call."""
         self._ensure_session()
-        key = (self._credentials.key_id, request.key)
-        return self._flights.join(key, lambda: self._call(request, decode))
+        return self._flights.join(self._flight_key(request), lambda: self._call(request, decode))
+
+    def _flight_key(self, request: HttpRequest) -> tuple[Any, ...]:
+        """What identical requests share a call by: the credential and the request."""
+        return (self._credentials.key_id, request.key)
 
     async def _shared(self, request: HttpRequest, decode: Callable[[bytes], T]) -> T:
         # Single-flight: identical requests in flight at once share one call, which is
         # cancelled when the last caller waiting on it is.
         self._ensure_session()
-        key = (self._credentials.key_id, request.key)
+        key = self._flight_key(request)
         try:
             result: T = await self._flights.run(key, lambda: self._call(request, decode))
         except asyncio.CancelledError:

@@ -660,15 +660,10 @@ def csv_text_as_json(
     made (50,000 of them cost more in GC passes than the parse). None for any other text,
     or anything :func:`read_csv_table` would refuse, so that it decides (and explains).
     """
-    # Without a quote character, csv.reader's cells are exactly the text between commas,
-    # and its rows the non-empty lines; a lone CR (also a line end to it) or a NUL (an
-    # error) is left to it.
-    if '"' in text or "\x00" in text:
+    unquoted = _unquoted(text)
+    if unquoted is None:
         return None
-    text = text.replace("\r\n", "\n")
-    if "\r" in text:
-        return None
-    lines = [line for line in text.split("\n") if line]
+    lines = [line for line in unquoted.split("\n") if line]
     if not lines:
         return None
     header = [name.strip().lstrip("\ufeff") for name in lines[0].split(",")]
@@ -683,6 +678,19 @@ def csv_text_as_json(
     cells = ",".join(body).split(",")
     by_name = {name: cells[index::width] for index, name in enumerate(header)}
     return _rows_json(by_name, columns, text_columns)
+
+
+def _unquoted(text: str) -> str | None:
+    """
+    *text* with its CRLF line ends made LF, when it has no quote character (so that
+    csv.reader's cells are exactly the text between commas, and its rows the lines),
+    or None: quoted text, a lone CR (a line end to csv.reader too) or a NUL (an error to
+    it) is left to csv.reader.
+    """
+    if '"' in text or "\x00" in text:
+        return None
+    text = text.replace("\r\n", "\n")
+    return None if "\r" in text else text
 
 
 _COMMAS: Final = operator.methodcaller("count", ",")
@@ -706,12 +714,10 @@ def csv_text_rows(text: str, row_type: type[T], *, text_column: str) -> tuple[T,
     rest (``007``, ``1.``, ``+5``, ``nan``, a float for a count), as does the scan for
     19+ digit numbers that :func:`decode_fast` makes.
     """
-    if '"' in text or "\\" in text or "\x00" in text or "null" in text or not text.isascii():
+    unquoted = _unquoted(text)
+    if unquoted is None or "\\" in unquoted or "null" in unquoted or not unquoted.isascii():
         return None
-    text = text.replace("\r\n", "\n")
-    if "\r" in text:
-        return None
-    head, _, body = text.partition("\n")
+    head, _, body = unquoted.partition("\n")
     header = tuple(name.strip().lstrip("\ufeff") for name in head.split(","))
     decoder = _row_plan(row_type, header, text_column)
     body = body.rstrip("\n")

@@ -177,17 +177,14 @@ class PeriodResolver:
         assert spec is not None  # guaranteed by FunnelQuery's validation
         if spec in _SAME_DAYS_SHIFT or spec == "all-time":  # no calendar day to remember
             return report_period(query, compared, now=self.now(), zone=self._zone)
+        # The system clock as time.time(): a datetime is made only on a miss.
+        now = None if self._clock is None else self.now()
+        timestamp = time.time() if now is None else now.timestamp()
         hit = self._cache.get(spec)
-        if self._clock is None:
-            timestamp = time.time()
-            if hit is not None and hit[1] <= timestamp < hit[2]:
-                return hit[0]
+        if hit is not None and hit[1] <= timestamp < hit[2]:
+            return hit[0]
+        if now is None:
             now = datetime.fromtimestamp(timestamp, UTC)
-        else:
-            now = self.now()
-            timestamp = now.timestamp()
-            if hit is not None and hit[1] <= timestamp < hit[2]:
-                return hit[0]
         period = resolve_range(spec, now=now, zone=self._zone)
         local = now.astimezone(self._zone)
         midnight = datetime(local.year, local.month, local.day, tzinfo=self._zone)

@@ -137,7 +137,6 @@ class _Flight(Generic[K, V]):
     ) -> None:
         """The work ended: forget it, and give every caller still waiting its outcome."""
         self.flights._forget(self)
-        self.leading = False
         # Each waiter points back here: dropping them breaks the cycle, so the flight
         # and the result it holds are freed now, not left to the cyclic collector
         # (which would walk every report held meanwhile, again and again).

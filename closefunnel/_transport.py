@@ -91,10 +91,7 @@ async def send(
         ) as response:
             status = response.status
             headers = response.headers
-            if _framed_within(response, max_response_bytes):
-                body = await response.read()  # read_capped's first case, one frame fewer
-            else:
-                body = await read_capped(response, what, max_response_bytes=max_response_bytes)
+            body = await read_capped(response, what, max_response_bytes=max_response_bytes)
     except TimeoutError:
         raise RequestTimeoutError(
             f"{what} took longer than {attempt_timeout.total:g}s (the per-attempt timeout)"
